@@ -1,0 +1,206 @@
+"""Tool output to telegraphic text, by what the output is: JSON, logs, code, prose.
+
+JSON keeps its informative leaves as ``key=value`` (transport noise such as
+request ids and cursors goes); logs and test runs keep commands, errors, counts
+and paths; source files keep their definitions; anything else is telegraphed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ._telegraph import telegraph
+
+# Keys that describe the transport, not the answer.
+_NOISE_KEYS = frozenset(
+    """request_id requestid x_request_id trace_id traceid span_id spanid correlation_id
+    etag cursor next_cursor prev_cursor page_token next_page_token nextpagetoken _links
+    links source api_version object""".split()
+)
+_OK_STATUS = frozenset({"ok", "success", "succeeded", "200", "true"})
+_MAX_STRING = 240
+_MAX_JSON_CHARS = 1600
+_MAX_LOG_LINES = 14
+_MAX_CODE_ITEMS = 24
+
+_LOG_SIGNAL = re.compile(
+    r"error|exception|traceback|fail|fatal|panic|assert|denied|refused|not found|no such|"
+    r"timeout|timed out|warning|warn\b|exit (?:code|status)|returned non-zero|killed|"
+    r"\b\d+ (?:passed|failed|errors?|skipped|warnings?|tests?|xfailed|deselected)\b|"
+    r"^\s*(?:\$|>|#) \S|^\s*FAILED|^\s*PASSED|^\s*ERROR|^\s*=+ .* =+\s*$|"
+    r"File \"[^\"]+\", line \d+|\w+Error\b|\w+Exception\b|^\s*at \S+\(.*:\d+\)",
+    re.I,
+)
+_CODE_DEF = re.compile(
+    r"^\s*(?:async\s+)?(?:def|class|function|func|fn|interface|struct|enum|type|trait|impl)"
+    r"\s+[\w$<>]+[^{:]*|^\s*(?:export\s+)?(?:const|let|var)\s+\w+\s*=\s*(?:async\s*)?\(|"
+    r"^\s*(?:public|private|protected|static)\s+[\w<>\[\], ]+\s+\w+\s*\(",
+)
+_CODE_HINT = re.compile(
+    r"^\s*(?:import |from \S+ import |#include|package |using |def |class )", re.M
+)
+_NOTE = re.compile(r"\b(?:TODO|FIXME|XXX|HACK|BUG)\b.*")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return (
+            repr(value)
+            if value != int(value)
+            else str(int(value))
+            if abs(value) < 1e15
+            else repr(value)
+        )
+    text = str(value)
+    if len(text) > _MAX_STRING:
+        compact = " ".join(telegraph(text)) or text
+        text = compact if len(compact) <= _MAX_STRING else compact[: _MAX_STRING - 1] + "…"
+    return text
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _flatten(value: Any, key: str | None, out: list[str], skip: frozenset[str]) -> None:
+    if isinstance(value, dict):
+        inner: list[str] = []
+        for child_key, child in value.items():
+            name = str(child_key)
+            lower = name.lower().replace("-", "_")
+            if _is_empty(child) or lower in _NOISE_KEYS:
+                continue
+            if lower == "status" and str(child).lower() in _OK_STATUS:
+                continue
+            _flatten(child, name, inner, skip)
+        if key is not None and inner and len(value) > 1 and len(inner) > 1:
+            out.append(f"{key}: (" + ", ".join(inner) + ")")
+        else:
+            out.extend(inner)
+        return
+    if isinstance(value, list):
+        items: list[str] = []
+        for item in value:
+            if _is_empty(item):
+                continue
+            if isinstance(item, (dict, list)):
+                sub: list[str] = []
+                _flatten(item, None, sub, skip)
+                if sub:
+                    items.append("(" + ", ".join(sub) + ")" if len(sub) > 1 else sub[0])
+            else:
+                items.append(_scalar(item))
+        if items:
+            out.append(f"{key}=[{'; '.join(items)}]" if key else "; ".join(items))
+        return
+    text = _scalar(value)
+    if text in skip:
+        return
+    out.append(f"{key}={text}" if key else text)
+
+
+def summarize_json(value: Any, skip_values: frozenset[str] = frozenset()) -> str:
+    """Informative leaves of a JSON value, compact; values already stated are skipped."""
+    parts: list[str] = []
+    _flatten(value, None, parts, skip_values)
+    text = ", ".join(parts)
+    if len(text) > _MAX_JSON_CHARS:
+        cut = text.rfind(", ", 0, _MAX_JSON_CHARS)
+        shown = text[: cut if cut > 0 else _MAX_JSON_CHARS]
+        text = f"{shown} …(+{text.count(', ', len(shown))} more)"
+    return text
+
+
+def parse_json(text: str) -> Any:
+    """The JSON value a text holds, or None."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return None
+
+
+def summarize_log(text: str) -> str:
+    """Commands, errors, counts and paths of a log or test run."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    kept: list[str] = []
+    seen: set[str] = set()
+    for line in lines:
+        if not _LOG_SIGNAL.search(line):
+            continue
+        compact = " ".join(line.strip(" =-*").split())
+        key = re.sub(r"\d+", "#", compact)
+        if key in seen or not compact:
+            continue
+        seen.add(key)
+        kept.append(compact if len(compact) <= 200 else compact[:199] + "…")
+    if not kept:
+        first = " ".join(lines[0].split())[:200] if lines else ""
+        last = " ".join(lines[-1].split())[:200] if len(lines) > 1 else ""
+        kept = [part for part in (first, last) if part]
+    if len(kept) > _MAX_LOG_LINES:
+        head = kept[: _MAX_LOG_LINES - 4]
+        tail = kept[-4:]
+        kept = [*head, f"…{len(kept) - _MAX_LOG_LINES} more…", *tail]
+    prefix = f"{len(lines)} lines: " if len(lines) > 3 else ""
+    return prefix + "; ".join(kept)
+
+
+def summarize_code(text: str) -> str:
+    """Definitions and notes of a source file."""
+    lines = text.splitlines()
+    items: list[str] = []
+    for line in lines:
+        match = _CODE_DEF.match(line)
+        if match:
+            items.append(" ".join(match.group(0).strip().rstrip(":{ ").split())[:120])
+        else:
+            note = _NOTE.search(line)
+            if note:
+                items.append(note.group(0).strip()[:120])
+    if len(items) > _MAX_CODE_ITEMS:
+        items = [*items[:_MAX_CODE_ITEMS], f"…+{len(items) - _MAX_CODE_ITEMS} more"]
+    summary = f"{len(lines)} lines"
+    return f"{summary}; " + "; ".join(items) if items else summary
+
+
+def looks_like_log(text: str) -> bool:
+    lines = text.count("\n") + 1
+    if lines < 3:
+        return False
+    hits = sum(1 for line in text.splitlines()[:400] if _LOG_SIGNAL.search(line))
+    return hits >= 1
+
+
+def looks_like_code(text: str) -> bool:
+    if text.count("\n") < 3:
+        return False
+    sample = text[:20000]
+    return (
+        bool(_CODE_HINT.search(sample))
+        or sum(1 for line in sample.splitlines() if _CODE_DEF.match(line)) >= 2
+    )
+
+
+def summarize_output(text: str, skip_values: frozenset[str] = frozenset()) -> str:
+    """Telegraphic form of any tool output."""
+    value = parse_json(text)
+    if value is not None:
+        return summarize_json(value, skip_values)
+    if looks_like_code(text):
+        return summarize_code(text)
+    if looks_like_log(text):
+        return summarize_log(text)
+    parts = telegraph(text)
+    if not parts:
+        return " ".join(text.split())[:200]
+    joined = "; ".join(parts)
+    if len(joined) > _MAX_JSON_CHARS:
+        joined = joined[: _MAX_JSON_CHARS - 1] + "…"
+    return joined

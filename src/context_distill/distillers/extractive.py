@@ -1,0 +1,185 @@
+"""The default distiller: model-free, deterministic, telegraphic.
+
+Each message becomes one fact line (``Speaker: telegraphic text``); each tool
+call becomes one line with its result (``name(args) → informative fields``).
+Relative dates are resolved against the group's anchor. It cannot invent: every
+word of a fact is a word of its source, except resolved dates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from ..dates import message_date, resolve_relative
+from ..messages import MARKER_KEY, REDUCED_MARK
+from ..tokens import TextCounter, block_text
+from ..types import Fact, Group, GroupFacts
+from ._structured import summarize_output
+from ._telegraph import split_speaker, telegraph
+from .base import Distiller
+
+_ROLE_LABEL = {"human": "User", "ai": "AI", "system": "System", "tool": "Tool"}
+_MAX_ARG_CHARS = 160
+
+
+def prose_of(message: BaseMessage) -> str:
+    """The text a message says in words (text blocks only; tool calls apart)."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") in (None, "text"):
+            value = block_text(block)
+            if value:
+                parts.append(value)
+        elif isinstance(block, dict) and block.get("type") not in (
+            "tool_use",
+            "tool_call",
+            "reasoning",
+            "thinking",
+        ):
+            parts.append(f"[{block.get('type', 'media')}]")
+    return "\n".join(parts)
+
+
+def _arg(value: Any) -> str:
+    if isinstance(value, str):
+        if len(value) <= _MAX_ARG_CHARS:
+            return value
+        return "<" + summarize_output(value)[:_MAX_ARG_CHARS] + ">"
+    text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    return text if len(text) <= _MAX_ARG_CHARS else text[: _MAX_ARG_CHARS - 1] + "…"
+
+
+def _call_line(call: dict[str, Any]) -> tuple[str, frozenset[str]]:
+    args = call.get("args") or {}
+    if isinstance(args, dict):
+        rendered = ", ".join(f"{key}={_arg(value)}" for key, value in args.items())
+        stated = frozenset(str(v) for v in args.values() if isinstance(v, (str, int, float)))
+    else:
+        rendered, stated = _arg(args), frozenset()
+    return f"{call.get('name') or 'tool'}({rendered})", stated
+
+
+def _label(message: BaseMessage) -> str:
+    name = getattr(message, "name", None)
+    return name if isinstance(name, str) and name else _ROLE_LABEL.get(message.type, message.type)
+
+
+def _tool_summary(result: ToolMessage, stated: frozenset[str]) -> str:
+    summary = summarize_output(prose_of(result), stated)
+    if getattr(result, "status", "success") == "error":
+        summary = f"ERROR {summary}"
+    return summary or "(empty)"
+
+
+def distill_group(group: Group) -> list[Fact]:
+    """Facts of one group, in message order."""
+    anchor = group.anchor
+    results: dict[str, tuple[ToolMessage, str]] = {}
+    for message, message_id in zip(group.messages, group.message_ids, strict=True):
+        if isinstance(message, ToolMessage):
+            results[message.tool_call_id] = (message, message_id)
+    facts: list[Fact] = []
+    for message, message_id in zip(group.messages, group.message_ids, strict=True):
+        if isinstance(message, ToolMessage):
+            continue
+        text = prose_of(message)
+        header = message_date(message, text)
+        if header is not None:
+            anchor = header
+            compact = " ".join(telegraph(text))
+            if compact:
+                facts.append(Fact(compact, (message_id,)))
+        elif text.strip():
+            speaker, body = split_speaker(text)
+            parts = telegraph(resolve_relative(body, anchor))
+            if parts:
+                facts.append(
+                    Fact(f"{speaker or _label(message)}: {'; '.join(parts)}", (message_id,))
+                )
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                line, stated = _call_line(call)
+                found = results.pop(call.get("id") or "", None)
+                if found is None:
+                    facts.append(Fact(line, (message_id,)))
+                    continue
+                result, result_id = found
+                facts.append(
+                    Fact(f"{line} → {_tool_summary(result, stated)}", (message_id, result_id))
+                )
+    for result, result_id in results.values():  # results whose call we could not match
+        facts.append(Fact(f"tool result → {_tool_summary(result, frozenset())}", (result_id,)))
+    if not facts:
+        facts.append(_minimal_fact(group))
+    return facts
+
+
+def _minimal_fact(group: Group) -> Fact:
+    """Some words of the group itself, when nothing else carries (pure courtesy)."""
+    message = group.messages[0]
+    speaker, body = split_speaker(prose_of(message))
+    words = body.split()
+    snippet = " ".join(words[:8]) + ("…" if len(words) > 8 else "")
+    return Fact(f"{speaker or _label(message)}: {snippet or '(no text)'}", (group.message_ids[0],))
+
+
+class ExtractiveDistiller(Distiller):
+    """Model-free telegraphic distiller; the default, always available offline."""
+
+    name = "extractive"
+
+    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
+        return [GroupFacts(distill_group(group)) for group in groups]
+
+
+def reduce_tool_result(
+    message: ToolMessage,
+    message_id: str,
+    tokens: int,
+    max_tokens: int,
+    count: TextCounter,
+) -> ToolMessage | None:
+    """A shortened copy of an oversized tool result: its facts, its head and its tail."""
+    text = prose_of(message)
+    if not text:
+        return None
+    summary = summarize_output(text)
+    note = (
+        f"[context-distill: this output had {tokens} tokens; shown shortened, "
+        f"original archived as message {message_id}]"
+    )
+    fixed = count(note) + count(summary) + 24
+    room = max_tokens - fixed
+    chars_per_token = max(len(text) / max(tokens, 1), 1.0)
+    content = f"{note}\nFacts: {summary}"
+    for _ in range(4):
+        edge = int(max(room, 0) / 2 * chars_per_token)
+        if edge >= 16 and 2 * edge < len(text):
+            omitted = len(text) - 2 * edge
+            content = (
+                f"{note}\nFacts: {summary}\n--- start ---\n{text[:edge]}\n"
+                f"[… {omitted} characters omitted …]\n--- end ---\n{text[-edge:]}"
+            )
+        else:
+            content = f"{note}\nFacts: {summary}"
+        over = count(content) - max_tokens
+        if over <= 0:
+            break
+        room -= over + 8
+    return ToolMessage(
+        content=content,
+        tool_call_id=message.tool_call_id,
+        id=message.id or message_id,
+        name=message.name,
+        status=message.status,
+        additional_kwargs={**message.additional_kwargs, MARKER_KEY: REDUCED_MARK},
+    )

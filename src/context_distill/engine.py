@@ -1,0 +1,649 @@
+"""The engine: budget in, compact view out, everything archived on the way.
+
+``ContextDistiller.process`` is called with a thread's history on every turn. It
+brings the thread's ledger up to date with the new messages only, and when the
+view passes the budget it distills the oldest whole groups, commits originals,
+facts and the log entry in one transaction, and returns the compact view. Sync
+and async entry points share every rule; they differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from langchain_core.messages import BaseMessage, ToolMessage
+
+from .dates import advance, from_iso, to_iso
+from .distillers import Distiller, resolve_distiller
+from .errors import InvalidMessageError, StoreError
+from .ledger import Ledger, LiveGroup, TokenCache
+from .memory import MemoryBlock
+from .messages import derived_id, text_of, to_json
+from .store import REDUCED, DistillationLog, FactRecord, MessageRecord, SQLiteMemoryStore
+from .tokens import TextCounter, resolve_counter
+from .types import Fact, Group, GroupFacts
+
+logger = logging.getLogger(__name__)
+
+_MAX_ROUNDS = 4  # distillation rounds in one turn before the view is returned anyway
+_MAX_BACKOFF_TURNS = 32
+_MAX_THREADS_CACHED = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContextStats:
+    """Where a thread stands after a turn."""
+
+    thread_id: str
+    messages: int  # messages seen in this thread, distilled ones included
+    tokens_in: int  # tokens of the full history
+    tokens_view: int  # tokens of the view returned
+    peak_view_tokens: int
+    distillations: int
+    failures: int
+    facts: int
+    facts_shown: int
+    over_budget: bool  # the view exceeds the budget
+    reason: str | None = None  # why, when it does
+
+
+@dataclass(frozen=True, slots=True)
+class ContextUpdate:
+    """The result of one turn: the view, whether it departs from the input, the stats."""
+
+    view: list[BaseMessage]
+    changed: bool  # something was distilled or reduced this turn
+    distilled: bool  # a distillation committed this turn
+    stats: ContextStats
+
+
+@dataclass(slots=True)
+class _Job:
+    """A distillation the engine decided on: which groups, and where the view stood."""
+
+    live: list[LiveGroup]
+    groups: list[Group]
+    tokens_before: int
+    anchor_after: datetime | None
+    round: int
+
+
+@dataclass(slots=True)
+class _Outcome:
+    results: list[GroupFacts] | None = None
+    error: BaseException | None = None
+    outcome: str = "ok"
+    duration_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Thread:
+    thread_id: str
+    ledger: Ledger
+    memory: MemoryBlock
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded: bool = False
+    n_seen: int = 0
+    last_id: str | None = None
+    view_len: int = 0
+    view_last_id: str | None = None
+    anchor: datetime | None = None
+    anchor_ready: bool = False
+    turn: int = 0
+    retry_turn: int = 0
+    failures_in_row: int = 0
+    distillations: int = 0
+    failures: int = 0
+    base_tokens: int = 0  # tokens of distilled messages not passed in again
+    base_messages: int = 0
+    peak: int = 0
+    ratio: float = 0.35  # facts per source token, learned as we go
+    version: int = 0
+    last_error: str | None = None
+
+
+def _id_at(messages: Sequence[BaseMessage], index: int) -> str:
+    message = messages[index]
+    return message.id or derived_id(message, index)
+
+
+class ContextDistiller:
+    """Keeps each thread's context within a token budget by distilling its oldest turns.
+
+    ``process(thread_id, messages)`` returns the messages the model should see: the
+    system prompt, the task, a memory block of facts, and the recent turns word for
+    word. Originals are archived in ``store`` before they leave the view.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteMemoryStore | None = None,
+        *,
+        budget_tokens: int,
+        target_tokens: int | None = None,
+        keep_recent_tokens: int | None = None,
+        distiller: str | Distiller = "extractive",
+        token_counter: str | Callable[[str], int] = "o200k_base",
+        max_tool_result_tokens: int | None = None,
+        distill_timeout_s: float | None = 120.0,
+        recall_tool: str | None = None,
+    ) -> None:
+        if not isinstance(budget_tokens, int) or budget_tokens <= 0:
+            raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
+        target = int(budget_tokens * 0.6) if target_tokens is None else target_tokens
+        if not 0 < target <= budget_tokens:
+            raise ValueError(
+                f"target_tokens must be between 1 and budget_tokens ({budget_tokens}), not {target}"
+            )
+        keep = budget_tokens // 4 if keep_recent_tokens is None else keep_recent_tokens
+        if not 0 <= keep <= budget_tokens:
+            raise ValueError(f"keep_recent_tokens must be between 0 and budget_tokens, not {keep}")
+        max_result = (
+            max(budget_tokens // 4, 64)
+            if max_tool_result_tokens is None
+            else max_tool_result_tokens
+        )
+        if max_result <= 0:
+            raise ValueError(f"max_tool_result_tokens must be positive, not {max_result}")
+        if distill_timeout_s is not None and distill_timeout_s <= 0:
+            raise ValueError(f"distill_timeout_s must be positive or None, not {distill_timeout_s}")
+        self.store = store if store is not None else SQLiteMemoryStore(":memory:")
+        self.budget_tokens = budget_tokens
+        self.target_tokens = target
+        self.keep_recent_tokens = keep
+        self.max_tool_result_tokens = max_result
+        self.distill_timeout_s = distill_timeout_s
+        self.distiller = resolve_distiller(distiller)
+        self.recall_tool = recall_tool
+        self._count: TextCounter = resolve_counter(token_counter)
+        self._tokens = TokenCache(self._count)
+        self._threads: OrderedDict[str, _Thread] = OrderedDict()
+        self._threads_lock = threading.Lock()
+
+    # -- public API -------------------------------------------------------------
+
+    def process(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """The view of ``messages`` the model should see (distilling first if over budget)."""
+        return self.update(thread_id, messages).view
+
+    async def aprocess(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """Async twin of :meth:`process`."""
+        return (await self.aupdate(thread_id, messages)).view
+
+    def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+        """Like :meth:`process`, with whether the view changed and the thread's stats."""
+        thread = self._thread(thread_id)
+        with thread.lock:
+            version = thread.version
+            distilled = False
+            job = self._begin(thread, messages)
+            self._flush_reduced(thread)
+            while job is not None:
+                outcome = self._run(job)
+                job, done = self._finish(thread, job, outcome)
+                distilled = distilled or done
+            return self._result(thread, version, distilled)
+
+    async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+        """Async twin of :meth:`update`."""
+        thread = self._thread(thread_id)
+        while not thread.lock.acquire(blocking=False):
+            await asyncio.sleep(0.002)
+        try:
+            version = thread.version
+            distilled = False
+            job = self._begin(thread, messages)
+            if thread.ledger.to_archive:
+                await asyncio.to_thread(self._flush_reduced, thread)
+            while job is not None:
+                outcome = await self._arun(job)
+                job, done = await asyncio.to_thread(self._finish, thread, job, outcome)
+                distilled = distilled or done
+            return self._result(thread, version, distilled)
+        finally:
+            thread.lock.release()
+
+    def stats(self, thread_id: str) -> ContextStats:
+        """The thread's stats as of its last turn in this process."""
+        thread = self._thread(thread_id)
+        with thread.lock:
+            return self._stats(thread, thread.ledger.view_tokens(thread.memory.tokens))
+
+    def forget(self, thread_id: str, *, archive: bool = True) -> None:
+        """Drop a thread's cached state; with ``archive`` also delete it from the store."""
+        with self._threads_lock:
+            self._threads.pop(thread_id, None)
+        if archive:
+            self.store.delete_thread(thread_id)
+
+    # -- threads ----------------------------------------------------------------
+
+    def _thread(self, thread_id: str) -> _Thread:
+        if not isinstance(thread_id, str) or not thread_id:
+            raise ValueError(f"thread_id must be a non-empty string, not {thread_id!r}")
+        with self._threads_lock:
+            thread = self._threads.get(thread_id)
+            if thread is None:
+                thread = _Thread(
+                    thread_id, Ledger(), MemoryBlock(self._count, recall_tool=self.recall_tool)
+                )
+                self._threads[thread_id] = thread
+                while len(self._threads) > _MAX_THREADS_CACHED:
+                    oldest = next(iter(self._threads))
+                    if self._threads[oldest].lock.locked():
+                        break
+                    del self._threads[oldest]
+            else:
+                self._threads.move_to_end(thread_id)
+            return thread
+
+    def _reload(self, thread: _Thread) -> frozenset[str]:
+        """Reset a thread's cached state from the store; return the ids distilled away."""
+        snapshot = self.store.load_thread(thread.thread_id)
+        thread.ledger = Ledger()
+        thread.memory = MemoryBlock(self._count, recall_tool=self.recall_tool)
+        thread.memory.add(snapshot.facts)
+        thread.anchor = from_iso(snapshot.anchor)
+        thread.anchor_ready = snapshot.anchor is not None
+        thread.base_tokens = snapshot.distilled_tokens
+        thread.base_messages = len(snapshot.distilled)
+        thread.distillations = snapshot.distillations
+        thread.failures = snapshot.failures
+        thread.loaded = True
+        thread.version += 1
+        return snapshot.distilled
+
+    # -- one turn ---------------------------------------------------------------
+
+    def _begin(self, thread: _Thread, messages: Sequence[BaseMessage]) -> _Job | None:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidMessageError(
+                f"messages must be a list of LangChain messages, not {type(messages).__name__}"
+            )
+        thread.turn += 1
+        try:
+            self._sync(thread, messages)
+        except BaseException:
+            thread.loaded = False  # rebuild from the store on the next call
+            thread.n_seen = 0
+            raise
+        return self._plan(thread, 0)
+
+    def _sync(self, thread: _Thread, messages: Sequence[BaseMessage]) -> None:
+        """Bring the ledger up to date; only new messages cost time."""
+        n = len(messages)
+        start: int | None = None
+        if thread.loaded:
+            if n >= thread.n_seen > 0 and _id_at(messages, thread.n_seen - 1) == thread.last_id:
+                start = thread.n_seen  # the history grew: view-style input
+            elif (
+                thread.view_len
+                and n >= thread.view_len
+                and _id_at(messages, thread.view_len - 1) == thread.view_last_id
+            ):
+                start = thread.view_len  # the caller keeps our compact view: rewrite-style
+            elif n == 0 and thread.n_seen == 0:
+                start = 0
+        skip: frozenset[str] = frozenset()
+        if start is None:
+            skip = self._reload(thread)
+            start = 0
+        ledger = thread.ledger
+        for position in range(start, n):
+            ledger.add(
+                messages[position],
+                position,
+                self._tokens,
+                skip=skip,
+                reducer=self._reduce,
+                reduce_over=self.max_tool_result_tokens,
+            )
+        thread.n_seen = n
+        thread.last_id = _id_at(messages, n - 1) if n else None
+        if ledger.to_archive:
+            thread.version += 1
+
+    def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
+        from .distillers.extractive import reduce_tool_result
+
+        return reduce_tool_result(
+            message, message_id, tokens, self.max_tool_result_tokens, self._count
+        )
+
+    def _flush_reduced(self, thread: _Thread) -> None:
+        """Archive the originals of tool results the view shows shortened."""
+        pending = thread.ledger.to_archive
+        if not pending:
+            return
+        records = [self._record(message, mid, tokens) for mid, message, tokens in pending]
+        self.store.archive(thread.thread_id, records, state=REDUCED)
+        pending.clear()
+
+    def _record(self, message: BaseMessage, message_id: str, tokens: int) -> MessageRecord:
+        from .messages import digest
+
+        return MessageRecord(
+            message_id=message_id,
+            role=message.type,
+            digest=digest(message),
+            tokens=tokens,
+            text=text_of(message),
+            data=to_json(message),
+        )
+
+    def _plan(self, thread: _Thread, round_: int) -> _Job | None:
+        """Decide whether to distill, and which groups, oldest first."""
+        ledger = thread.ledger
+        memory = thread.memory
+        view = ledger.view_tokens(memory.tokens)
+        if view <= self.budget_tokens and round_ == 0:
+            return None
+        if view <= self.target_tokens or round_ >= _MAX_ROUNDS:
+            return None
+        if round_ == 0 and thread.turn < thread.retry_turn:
+            return None
+        candidates = ledger.candidates(self.keep_recent_tokens)
+        if not candidates:
+            self._fit_memory(thread)
+            return None
+        need = view - self.target_tokens
+        chosen: list[LiveGroup] = []
+        saved = 0.0
+        for group in candidates:
+            chosen.append(group)
+            saved += group.tokens * (1.0 - thread.ratio)
+            if saved >= need:
+                break
+        if not thread.anchor_ready:
+            thread.anchor = advance(thread.anchor, ledger.pinned)
+            thread.anchor_ready = True
+        anchor = thread.anchor
+        requests: list[Group] = []
+        picked = {id(group) for group in chosen}
+        walk = list(ledger.stale) + list(ledger.groups)
+        remaining = len(chosen)
+        for group in walk:
+            if remaining == 0:
+                break
+            if id(group) in picked:
+                requests.append(
+                    Group(
+                        thread_id=thread.thread_id,
+                        messages=tuple(group.messages),
+                        message_ids=tuple(group.ids),
+                        tokens=group.tokens,
+                        anchor=anchor,
+                        target_tokens=max(1, int(group.tokens * thread.ratio)),
+                    )
+                )
+                remaining -= 1
+            anchor = advance(anchor, group.messages)
+        ordered = [g for g in walk if id(g) in picked]
+        return _Job(ordered, requests, view, anchor, round_)
+
+    def _run(self, job: _Job) -> _Outcome:
+        started = time.perf_counter()
+        timeout = self.distill_timeout_s
+        box: dict[str, Any] = {}
+        if timeout is None:
+            try:
+                box["results"] = self.distiller.distill(job.groups)
+            except Exception as exc:
+                box["error"] = exc
+        else:
+            done = threading.Event()
+
+            def work() -> None:
+                try:
+                    box["results"] = self.distiller.distill(job.groups)
+                except BaseException as exc:
+                    box["error"] = exc
+                finally:
+                    done.set()
+
+            threading.Thread(target=work, name="context-distill", daemon=True).start()
+            if not done.wait(timeout):
+                return _Outcome(
+                    error=TimeoutError(f"distiller did not answer within {timeout} s"),
+                    outcome="timeout",
+                    duration_s=time.perf_counter() - started,
+                )
+        elapsed = time.perf_counter() - started
+        if "error" in box:
+            return _Outcome(error=box["error"], outcome="failed", duration_s=elapsed)
+        return _Outcome(results=box.get("results"), duration_s=elapsed)
+
+    async def _arun(self, job: _Job) -> _Outcome:
+        started = time.perf_counter()
+        try:
+            call = self.distiller.adistill(job.groups)
+            if self.distill_timeout_s is None:
+                results = await call
+            else:
+                results = await asyncio.wait_for(call, self.distill_timeout_s)
+        except asyncio.TimeoutError:
+            return _Outcome(
+                error=TimeoutError(f"distiller did not answer within {self.distill_timeout_s} s"),
+                outcome="timeout",
+                duration_s=time.perf_counter() - started,
+            )
+        except Exception as exc:
+            return _Outcome(error=exc, outcome="failed", duration_s=time.perf_counter() - started)
+        return _Outcome(results=results, duration_s=time.perf_counter() - started)
+
+    def _checked(self, job: _Job, outcome: _Outcome) -> tuple[list[list[Fact]], str | None]:
+        """Facts per group if the distiller's output is usable, else the reason it is not."""
+        results = outcome.results
+        if not isinstance(results, list) or len(results) != len(job.groups):
+            got = len(results) if isinstance(results, list) else type(results).__name__
+            return [], f"returned {got} results for {len(job.groups)} groups"
+        cleaned: list[list[Fact]] = []
+        for index, (group, result) in enumerate(zip(job.groups, results, strict=True)):
+            if not isinstance(result, GroupFacts):
+                return [], f"result {index} is a {type(result).__name__}, not GroupFacts"
+            allowed = set(group.message_ids)
+            facts: list[Fact] = []
+            for fact in result.facts:
+                if not isinstance(fact, Fact) or not isinstance(fact.text, str):
+                    return [], f"result {index} holds a {type(fact).__name__}, not a Fact"
+                text = " ".join(fact.text.replace("\r", " ").replace("\n", " ; ").split())
+                if not text:
+                    continue
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return [], f"result {index} holds text that is not valid Unicode"
+                sources = tuple(i for i in fact.source_ids if i in allowed) or group.message_ids
+                facts.append(Fact(text, sources))
+            if not facts:
+                return [], f"no facts for group {index} (messages {', '.join(group.message_ids)})"
+            cleaned.append(facts)
+        return cleaned, None
+
+    def _finish(self, thread: _Thread, job: _Job, outcome: _Outcome) -> tuple[_Job | None, bool]:
+        """Commit a distillation (or record its failure); return the next round's job."""
+        name = self.distiller.name
+        source_tokens = sum(group.tokens for group in job.live)
+        message_count = sum(len(group.messages) for group in job.live)
+        facts: list[list[Fact]] = []
+        reason: str | None = None
+        if outcome.error is not None:
+            reason = f"{type(outcome.error).__name__}: {outcome.error}"
+        else:
+            facts, reason = self._checked(job, outcome)
+            if reason is not None:
+                outcome.outcome = "empty" if reason.startswith("no facts") else "rejected"
+        records: list[FactRecord] = []
+        if reason is None:
+            for group_facts in facts:
+                for fact in group_facts:
+                    records.append(
+                        FactRecord(fact.text, fact.source_ids, self._count(fact.text) + 4)
+                    )
+            fact_tokens = sum(record.tokens for record in records)
+            if fact_tokens > 1.2 * source_tokens + 32:
+                reason = f"facts ({fact_tokens} tokens) larger than their source ({source_tokens})"
+                outcome.outcome = "rejected"
+        log = DistillationLog(
+            distiller=name,
+            outcome=outcome.outcome,
+            groups=len(job.live),
+            messages=message_count,
+            facts=len(records) if reason is None else 0,
+            tokens_before=job.tokens_before,
+            tokens_after=job.tokens_before,
+            source_tokens=source_tokens,
+            fact_tokens=sum(r.tokens for r in records) if reason is None else 0,
+            duration_s=outcome.duration_s,
+            error=reason,
+            details=self._details(outcome.results) if reason is None else {},
+        )
+        if reason is not None:
+            self._fail(thread, log, reason)
+            return None, False
+        originals = [
+            self._record(message, mid, tokens)
+            for group in job.live
+            for message, mid, tokens in zip(
+                group.messages, group.ids, group.tokens_each, strict=True
+            )
+        ]
+        log.tokens_after = max(0, job.tokens_before - source_tokens + log.fact_tokens)
+        try:
+            _log_id, _refs, stored = self.store.commit_distillation(
+                thread.thread_id,
+                originals=originals,
+                facts=records,
+                log=log,
+                anchor=to_iso(job.anchor_after),
+            )
+        except StoreError as exc:
+            logger.error("thread %s: distillation not committed: %s", thread.thread_id, exc)
+            thread.last_error = str(exc)
+            thread.failures += 1
+            thread.failures_in_row += 1
+            thread.retry_turn = thread.turn + self._backoff(thread)
+            return None, False
+        ledger = thread.ledger
+        ledger.remove(job.live)
+        thread.memory.add(stored)
+        thread.anchor = job.anchor_after
+        thread.distillations += 1
+        thread.failures_in_row = 0
+        thread.retry_turn = 0
+        thread.version += 1
+        thread.ratio = 0.7 * thread.ratio + 0.3 * min(1.0, log.fact_tokens / max(source_tokens, 1))
+        self._fit_memory(thread)
+        logger.debug(
+            "thread %s: distilled %d messages (%d tokens) into %d facts (%d tokens)",
+            thread.thread_id,
+            message_count,
+            source_tokens,
+            len(stored),
+            log.fact_tokens,
+        )
+        return self._plan(thread, job.round + 1), True
+
+    def _details(self, results: list[GroupFacts] | None) -> dict[str, Any]:
+        if not results:
+            return {}
+        dropped = sum(r.dropped for r in results)
+        fallbacks = [r.fallback for r in results if r.fallback]
+        notes = [note for r in results for note in r.notes]
+        details: dict[str, Any] = {}
+        if dropped:
+            details["grounding_dropped"] = dropped
+        if fallbacks:
+            details["fallbacks"] = {name: fallbacks.count(name) for name in set(fallbacks)}
+        if notes:
+            details["notes"] = notes[:20]
+        return details
+
+    def _backoff(self, thread: _Thread) -> int:
+        return int(min(2 ** (thread.failures_in_row - 1), _MAX_BACKOFF_TURNS))
+
+    def _fail(self, thread: _Thread, log: DistillationLog, reason: str) -> None:
+        thread.failures += 1
+        thread.failures_in_row += 1
+        thread.retry_turn = thread.turn + self._backoff(thread)
+        thread.last_error = reason
+        logger.warning(
+            "thread %s: distillation by %s %s (%s); history kept as it was, retry in %d turn(s)",
+            thread.thread_id,
+            log.distiller,
+            log.outcome,
+            reason,
+            thread.retry_turn - thread.turn,
+        )
+        try:
+            self.store.record_failure(thread.thread_id, log)
+        except StoreError as exc:
+            logger.error("thread %s: could not record the failure: %s", thread.thread_id, exc)
+
+    def _fit_memory(self, thread: _Thread) -> None:
+        """Give the memory block what the target leaves over, if it needs more than that."""
+        ledger = thread.ledger
+        memory = thread.memory
+        if not len(memory):
+            return
+        others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
+        room = self.target_tokens - others
+        memory.fit(None)
+        if others + memory.tokens <= self.target_tokens:
+            return
+        cap = max(room, 0)
+        for _ in range(4):
+            memory.fit(cap)
+            excess = memory.tokens - room
+            if excess <= 0 or cap <= 0:
+                break
+            cap -= excess
+
+    def _result(self, thread: _Thread, version: int, distilled: bool) -> ContextUpdate:
+        ledger = thread.ledger
+        memory_message = thread.memory.message()
+        view = ledger.view(memory_message)
+        tokens_view = ledger.view_tokens(thread.memory.tokens)
+        thread.peak = max(thread.peak, tokens_view)
+        thread.view_len = len(view)
+        thread.view_last_id = _id_at(view, len(view) - 1) if view else None
+        return ContextUpdate(
+            view=view,
+            changed=thread.version != version,
+            distilled=distilled,
+            stats=self._stats(thread, tokens_view),
+        )
+
+    def _stats(self, thread: _Thread, tokens_view: int) -> ContextStats:
+        ledger = thread.ledger
+        over = tokens_view > self.budget_tokens
+        reason = None
+        if over:
+            floor = ledger.pinned_tokens + ledger.head_tokens()
+            if thread.last_error and thread.failures_in_row:
+                reason = f"distillation failing: {thread.last_error}"
+            elif floor + (ledger.groups[-1].tokens if ledger.groups else 0) > self.budget_tokens:
+                reason = "pinned context and the latest turn alone exceed the budget"
+            else:
+                reason = "the newest turns kept word for word exceed the budget"
+        return ContextStats(
+            thread_id=thread.thread_id,
+            messages=thread.base_messages + ledger.messages_seen,
+            tokens_in=thread.base_tokens + ledger.tokens_seen,
+            tokens_view=tokens_view,
+            peak_view_tokens=thread.peak,
+            distillations=thread.distillations,
+            failures=thread.failures,
+            facts=thread.memory.facts,
+            facts_shown=thread.memory.facts - thread.memory.hidden,
+            over_budget=over,
+            reason=reason,
+        )

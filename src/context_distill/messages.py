@@ -1,0 +1,197 @@
+"""What the library needs to know about a single LangChain message.
+
+Validation with errors that name the message, stable ids for messages that have
+none, a content digest for caches, plain text for search and distillers, and an
+exact JSON form for the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+
+from .errors import InvalidMessageError
+from .tokens import block_text
+
+#: Key in ``additional_kwargs`` that marks messages this library wrote.
+MARKER_KEY = "context_distill"
+MEMORY_MARK = "memory"
+REDUCED_MARK = "reduced"
+
+ROLES = ("system", "human", "ai", "tool")
+
+
+def describe(message: Any, index: int | None) -> str:
+    """'message 7 (id abc, ai)' for error texts."""
+    where = f"message {index}" if index is not None else "message"
+    mid = getattr(message, "id", None)
+    kind = getattr(message, "type", type(message).__name__)
+    return f"{where} ({'id ' + repr(mid) + ', ' if mid else ''}{kind})"
+
+
+def _check_text(value: str, what: str, message: Any, index: int | None) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: {what} is not valid Unicode "
+            f"(unpaired surrogate at character {exc.start})"
+        ) from None
+
+
+def validate(message: Any, index: int | None = None) -> None:
+    """Raise InvalidMessageError unless the message is one the library can hold.
+
+    Checks the role, the content's shape, text encodability and the fields tool
+    calls and tool results need. Pairing of calls and results is checked per group.
+    """
+    if not isinstance(message, BaseMessage):
+        raise InvalidMessageError(
+            f"message {index} is a {type(message).__name__}, not a LangChain message"
+        )
+    if message.type not in ROLES:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: unknown role {message.type!r}; "
+            f"expected one of {', '.join(ROLES)}"
+        )
+    if message.id is not None and (not isinstance(message.id, str) or not message.id):
+        raise InvalidMessageError(f"{describe(message, index)}: id must be a non-empty string")
+    content = message.content
+    if isinstance(content, str):
+        _check_text(content, "content", message, index)
+    elif isinstance(content, list):
+        for position, block in enumerate(content):
+            if isinstance(block, str):
+                _check_text(block, f"content block {position}", message, index)
+            elif isinstance(block, dict):
+                text = block_text(block)
+                if text is not None:
+                    _check_text(text, f"content block {position}", message, index)
+            else:
+                raise InvalidMessageError(
+                    f"{describe(message, index)}: content block {position} is a "
+                    f"{type(block).__name__}; expected a string or a dict"
+                )
+    else:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: content is a {type(content).__name__}; "
+            "expected a string or a list of content blocks"
+        )
+    if isinstance(message, AIMessage):
+        seen: set[str] = set()
+        for position, call in enumerate(message.tool_calls):
+            call_id = call.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                raise InvalidMessageError(
+                    f"{describe(message, index)}: tool call {position} has no id"
+                )
+            if call_id in seen:
+                raise InvalidMessageError(
+                    f"{describe(message, index)}: tool call id {call_id!r} appears twice"
+                )
+            seen.add(call_id)
+            _check_text(call_id, f"tool call {position} id", message, index)
+            _check_text(call.get("name") or "", f"tool call {position} name", message, index)
+    if isinstance(message, ToolMessage) and (
+        not isinstance(message.tool_call_id, str) or not message.tool_call_id
+    ):
+        raise InvalidMessageError(f"{describe(message, index)}: tool result has no tool_call_id")
+
+
+def marker(message: BaseMessage) -> str | None:
+    """The mark this library left on a message it wrote (memory block, reduced result)."""
+    mark = message.additional_kwargs.get(MARKER_KEY)
+    return mark if isinstance(mark, str) else None
+
+
+def digest(message: BaseMessage) -> str:
+    """A short content hash: what the message says, not where it sits."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(message.type.encode())
+    content = message.content
+    if isinstance(content, str):
+        h.update(b"\x00s")
+        h.update(content.encode("utf-8", "surrogatepass"))
+    else:
+        h.update(b"\x00l")
+        h.update(_dumps(content).encode("utf-8", "surrogatepass"))
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        h.update(b"\x00c")
+        h.update(_dumps(calls).encode("utf-8", "surrogatepass"))
+    tool_call_id = getattr(message, "tool_call_id", None)
+    if tool_call_id:
+        h.update(b"\x00t")
+        h.update(tool_call_id.encode("utf-8", "surrogatepass"))
+    name = getattr(message, "name", None)
+    if name:
+        h.update(b"\x00n")
+        h.update(name.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def derived_id(message: BaseMessage, position: int) -> str:
+    """An id for a message that has none: its position in the thread and its digest."""
+    return f"m{position}-{digest(message)[:12]}"
+
+
+def text_of(message: BaseMessage) -> str:
+    """Plain text of a message: text blocks joined, media named, tool calls spelled out."""
+    content = message.content
+    if isinstance(content, str):
+        text = content
+    else:
+        parts = []
+        for block in content:
+            value = block_text(block)
+            if value is None:
+                kind = block.get("type", "media") if isinstance(block, dict) else "media"
+                parts.append(f"[{kind}]")
+            else:
+                parts.append(value)
+        text = "\n".join(parts)
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        rendered = "; ".join(
+            f"{call.get('name')}({_dumps(call.get('args') or {})})" for call in calls
+        )
+        text = f"{text}\n{rendered}" if text else rendered
+    return text
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def to_json(message: BaseMessage, index: int | None = None) -> str:
+    """The exact archive form of a message; refuses what JSON cannot hold exactly."""
+    try:
+        return json.dumps(message_to_dict(message), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: cannot be archived exactly as JSON ({exc})"
+        ) from None
+
+
+def from_json(data: str) -> BaseMessage:
+    """Inverse of :func:`to_json`."""
+    return messages_from_dict([json.loads(data)])[0]
+
+
+def is_human(message: BaseMessage) -> bool:
+    return isinstance(message, HumanMessage) or message.type == "human"
+
+
+def is_system(message: BaseMessage) -> bool:
+    return isinstance(message, SystemMessage) or message.type == "system"
