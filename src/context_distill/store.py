@@ -530,9 +530,14 @@ class SQLiteMemoryStore:
         return sorted(out.items(), key=lambda item: item[0])
 
     def search(
-        self, query: str, *, thread_id: str | None = None, limit: int = 20
+        self,
+        query: str,
+        *,
+        thread_id: str | None = None,
+        limit: int = 20,
+        kinds: Sequence[str] = ("message", "fact"),
     ) -> list[SearchHit]:
-        """Full-text search over archived originals and facts, best matches first."""
+        """Full-text search over archived originals and/or facts, best matches first."""
         match = self.db.quote_fts(query)
         if not match.strip('" '):
             return []
@@ -541,14 +546,14 @@ class SQLiteMemoryStore:
         if thread_id is not None:
             params.append(thread_id)
         params.append(limit)
-        message_rows = self._rows(
+        message_rows = [] if "message" not in kinds else self._rows(
             "SELECT m.thread_id, m.text, m.seq, m.message_id, m.role, m.state, "
             "bm25(messages_fts) AS rank FROM messages_fts "
             "JOIN messages m ON m.id = messages_fts.rowid "
             f"WHERE messages_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
             params,
         )
-        fact_rows = self._rows(
+        fact_rows = [] if "fact" not in kinds else self._rows(
             "SELECT m.thread_id, m.text, m.source_ids, bm25(facts_fts) AS rank FROM facts_fts "
             "JOIN facts m ON m.id = facts_fts.rowid "
             f"WHERE facts_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
