@@ -355,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_db(args: argparse.Namespace) -> str | None:
     """Read-only commands must not create an archive where none exists."""
-    if args.command in ("search", "stats", "show") and args.db != ":memory:":
-        if not Path(args.db).exists():
-            return f"no archive at {args.db}"
+    read_only = args.command in ("search", "stats", "show") and args.db != ":memory:"
+    if read_only and not Path(args.db).exists():
+        return f"no archive at {args.db}"
     return None
 
 

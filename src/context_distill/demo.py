@@ -28,12 +28,54 @@ TASK = (
 #: A detail of the first tool results that the demo recalls at the end, verbatim.
 EARLY_DETAIL = "discount_pct"
 
-_MODULES = ["checkout", "pricing", "discounts", "orders", "payments", "inventory", "shipping",
-            "customers", "tax", "receipts", "refunds", "catalog"]  # fmt: skip
-_VERBS = ["load", "apply", "compute", "validate", "build", "fetch", "store", "render",
-          "normalize", "merge", "split", "round", "check", "resolve", "emit"]  # fmt: skip
-_NOUNS = ["order", "cart", "line_item", "discount", "coupon", "total", "tax_rate", "invoice",
-          "payment", "shipment", "customer", "price", "currency", "receipt", "refund"]  # fmt: skip
+_MODULES = [
+    "checkout",
+    "pricing",
+    "discounts",
+    "orders",
+    "payments",
+    "inventory",
+    "shipping",
+    "customers",
+    "tax",
+    "receipts",
+    "refunds",
+    "catalog",
+]
+_VERBS = [
+    "load",
+    "apply",
+    "compute",
+    "validate",
+    "build",
+    "fetch",
+    "store",
+    "render",
+    "normalize",
+    "merge",
+    "split",
+    "round",
+    "check",
+    "resolve",
+    "emit",
+]
+_NOUNS = [
+    "order",
+    "cart",
+    "line_item",
+    "discount",
+    "coupon",
+    "total",
+    "tax_rate",
+    "invoice",
+    "payment",
+    "shipment",
+    "customer",
+    "price",
+    "currency",
+    "receipt",
+    "refund",
+]
 
 
 @dataclass(frozen=True)
@@ -45,8 +87,13 @@ class Step:
 
 
 def _code_file(rng: random.Random, module: str, lines: int) -> str:
-    out = [f'"""{module.capitalize()} logic for the shop service."""', "",
-           "from decimal import Decimal", f"from shop.models import {module.capitalize()}Record", ""]  # fmt: skip
+    out = [
+        f'"""{module.capitalize()} logic for the shop service."""',
+        "",
+        "from decimal import Decimal",
+        f"from shop.models import {module.capitalize()}Record",
+        "",
+    ]
     while len(out) < lines:
         verb, noun = rng.choice(_VERBS), rng.choice(_NOUNS)
         args = ", ".join(rng.sample(["order", "cart", "ctx", "amount", "code", "rate"], 2))
@@ -54,8 +101,15 @@ def _code_file(rng: random.Random, module: str, lines: int) -> str:
         out.append(f'    """{verb.capitalize()} the {noun.replace("_", " ")}."""')
         for _ in range(rng.randint(3, 8)):
             target = rng.choice(_NOUNS)
-            op = rng.choice(["Decimal(amount)", "ctx.get('%s')" % target, f"{target} * rate",
-                             f"round({target}, 2)", f"{args.split(', ')[0]}.{target}"])  # fmt: skip
+            op = rng.choice(
+                [
+                    "Decimal(amount)",
+                    f"ctx.get('{target}')",
+                    f"{target} * rate",
+                    f"round({target}, 2)",
+                    f"{args.split(', ')[0]}.{target}",
+                ]
+            )
             out.append(f"    {target} = {op}")
         if rng.random() < 0.15:
             out.append("    # TODO: handle currencies without minor units")
@@ -65,29 +119,49 @@ def _code_file(rng: random.Random, module: str, lines: int) -> str:
 
 
 def _pytest_output(rng: random.Random, failed: list[tuple[str, str]], passed: int) -> str:
-    lines = ["============================= test session starts ==============================",
-             "platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0",
-             "rootdir: /srv/shop", "collected %d items" % (passed + len(failed)), ""]  # fmt: skip
+    lines = [
+        "============================= test session starts ==============================",
+        "platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0",
+        "rootdir: /srv/shop",
+        f"collected {passed + len(failed)} items",
+        "",
+    ]
     files = sorted({name.split("::")[0] for name, _ in failed} | {"tests/test_orders.py"})
     for file in files:
         marks = "".join(rng.choice("....F") if failed else "." for _ in range(rng.randint(8, 20)))
         lines.append(f"{file} {marks}")
     lines.append("")
     for name, error in failed:
-        lines += ["=" * 30 + " FAILURES " + "=" * 30, f"___ {name.split('::')[1]} ___", "",
-                  "    def test_case():", ">       result = checkout(order)", "",
-                  f"E       {error}", "", f"{name.split('::')[0]}:42: {error.split(':')[0]}"]  # fmt: skip
+        lines += [
+            "=" * 30 + " FAILURES " + "=" * 30,
+            f"___ {name.split('::')[1]} ___",
+            "",
+            "    def test_case():",
+            ">       result = checkout(order)",
+            "",
+            f"E       {error}",
+            "",
+            f"{name.split('::')[0]}:42: {error.split(':')[0]}",
+        ]
     lines.append("=========================== short test summary info ============================")
     for name, error in failed:
         lines.append(f"FAILED {name} - {error}")
     summary = f"{len(failed)} failed, {passed} passed" if failed else f"{passed} passed"
-    lines.append(f"======================== {summary} in {rng.uniform(1, 9):.2f}s ========================")
+    lines.append(
+        f"======================== {summary} in {rng.uniform(1, 9):.2f}s ========================"
+    )
     return "\n".join(lines)
 
 
 def _order_json(rng: random.Random, order_id: str, discount: bool) -> str:
-    items = [{"sku": f"SKU-{rng.randint(1000, 9999)}", "qty": rng.randint(1, 4),
-              "unit_price": round(rng.uniform(3, 80), 2)} for _ in range(rng.randint(1, 4))]  # fmt: skip
+    items = [
+        {
+            "sku": f"SKU-{rng.randint(1000, 9999)}",
+            "qty": rng.randint(1, 4),
+            "unit_price": round(rng.uniform(3, 80), 2),
+        }
+        for _ in range(rng.randint(1, 4))
+    ]
     body = {
         "order_id": order_id,
         "customer_id": f"cus_{rng.randint(10000, 99999)}",
@@ -104,89 +178,245 @@ def _order_json(rng: random.Random, order_id: str, discount: bool) -> str:
 
 
 def _steps(rng: random.Random) -> Iterator[Step]:
-    yield Step("Let me reproduce the failure first.", [
-        ("run_tests", {"path": "tests/"}, _pytest_output(rng, [
-            ("tests/test_checkout.py::test_discount_code", "KeyError: 'discount_pct'"),
-            ("tests/test_checkout.py::test_discount_rounding", "KeyError: 'discount_pct'"),
-        ], 212), "success")])  # fmt: skip
-    yield Step("I'll look at the failing order and the checkout module together.", [
-        ("http_get", {"url": "https://staging.shop.internal/api/orders/ord_7Q2X9"},
-         _order_json(rng, "ord_7Q2X9", True), "success"),
-        ("read_file", {"path": "src/shop/checkout.py"}, _code_file(rng, "checkout", 90), "success"),
-    ])  # fmt: skip
+    yield Step(
+        "Let me reproduce the failure first.",
+        [
+            (
+                "run_tests",
+                {"path": "tests/"},
+                _pytest_output(
+                    rng,
+                    [
+                        ("tests/test_checkout.py::test_discount_code", "KeyError: 'discount_pct'"),
+                        (
+                            "tests/test_checkout.py::test_discount_rounding",
+                            "KeyError: 'discount_pct'",
+                        ),
+                    ],
+                    212,
+                ),
+                "success",
+            )
+        ],
+    )
+    yield Step(
+        "I'll look at the failing order and the checkout module together.",
+        [
+            (
+                "http_get",
+                {"url": "https://staging.shop.internal/api/orders/ord_7Q2X9"},
+                _order_json(rng, "ord_7Q2X9", True),
+                "success",
+            ),
+            (
+                "read_file",
+                {"path": "src/shop/checkout.py"},
+                _code_file(rng, "checkout", 90),
+                "success",
+            ),
+        ],
+    )
     for index in range(180):
         module = _MODULES[index % len(_MODULES)]
         kind = index % 10
         if kind in (0, 5):
-            yield Step(f"Reading the {module} module.", [
-                ("read_file", {"path": f"src/shop/{module}.py"},
-                 _code_file(rng, module, rng.randint(40, 110)), "success")])  # fmt: skip
+            yield Step(
+                f"Reading the {module} module.",
+                [
+                    (
+                        "read_file",
+                        {"path": f"src/shop/{module}.py"},
+                        _code_file(rng, module, rng.randint(40, 110)),
+                        "success",
+                    )
+                ],
+            )
         elif kind == 1:
             hits = "\n".join(
                 f"src/shop/{rng.choice(_MODULES)}.py:{rng.randint(5, 300)}:    "
-                f"pct = data['discount_pct']" for _ in range(rng.randint(2, 9)))  # fmt: skip
-            yield Step("Searching for other uses.", [
-                ("grep", {"pattern": "discount_pct", "path": "src/"}, hits, "success")])  # fmt: skip
+                f"pct = data['discount_pct']"
+                for _ in range(rng.randint(2, 9))
+            )
+            yield Step(
+                "Searching for other uses.",
+                [("grep", {"pattern": "discount_pct", "path": "src/"}, hits, "success")],
+            )
         elif kind == 2:
             order_id = f"ord_{rng.getrandbits(30):08X}"
-            yield Step("Checking more orders in parallel.", [
-                ("http_get", {"url": f"https://staging.shop.internal/api/orders/{order_id}"},
-                 _order_json(rng, order_id, rng.random() < 0.3), "success"),
-                ("http_get", {"url": f"https://staging.shop.internal/api/customers/cus_{index}"},
-                 json.dumps({"customer_id": f"cus_{index}", "tier": rng.choice(["gold", "basic"]),
-                             "country": rng.choice(["DE", "FR", "NL"]), "request_id": "req_x"}),
-                 "success"),
-            ])  # fmt: skip
+            yield Step(
+                "Checking more orders in parallel.",
+                [
+                    (
+                        "http_get",
+                        {"url": f"https://staging.shop.internal/api/orders/{order_id}"},
+                        _order_json(rng, order_id, rng.random() < 0.3),
+                        "success",
+                    ),
+                    (
+                        "http_get",
+                        {"url": f"https://staging.shop.internal/api/customers/cus_{index}"},
+                        json.dumps(
+                            {
+                                "customer_id": f"cus_{index}",
+                                "tier": rng.choice(["gold", "basic"]),
+                                "country": rng.choice(["DE", "FR", "NL"]),
+                                "request_id": "req_x",
+                            }
+                        ),
+                        "success",
+                    ),
+                ],
+            )
         elif kind == 3:
-            failing = [] if index > 150 else [
-                (f"tests/test_{module}.py::test_{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}",
-                 rng.choice(["KeyError: 'discount_pct'", "AssertionError: assert Decimal('9.99') == Decimal('10.00')",
-                             "TypeError: unsupported operand type(s) for *: 'NoneType' and 'Decimal'"]))]  # fmt: skip
-            yield Step("Running the module's tests.", [
-                ("run_tests", {"path": f"tests/test_{module}.py"},
-                 _pytest_output(rng, failing, rng.randint(10, 40)), "success")])  # fmt: skip
+            failing = (
+                []
+                if index > 150
+                else [
+                    (
+                        f"tests/test_{module}.py::test_{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}",
+                        rng.choice(
+                            [
+                                "KeyError: 'discount_pct'",
+                                "AssertionError: assert Decimal('9.99') == Decimal('10.00')",
+                                "TypeError: unsupported operand type(s) for *: 'NoneType' and 'Decimal'",
+                            ]
+                        ),
+                    )
+                ]
+            )
+            yield Step(
+                "Running the module's tests.",
+                [
+                    (
+                        "run_tests",
+                        {"path": f"tests/test_{module}.py"},
+                        _pytest_output(rng, failing, rng.randint(10, 40)),
+                        "success",
+                    )
+                ],
+            )
         elif kind == 4:
-            yield Step("Listing the package.", [
-                ("list_dir", {"path": f"src/shop/{module}"},
-                 "\n".join(f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}.py" for _ in range(rng.randint(4, 14))),
-                 "success")])  # fmt: skip
+            yield Step(
+                "Listing the package.",
+                [
+                    (
+                        "list_dir",
+                        {"path": f"src/shop/{module}"},
+                        "\n".join(
+                            f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}.py"
+                            for _ in range(rng.randint(4, 14))
+                        ),
+                        "success",
+                    )
+                ],
+            )
         elif kind == 6:
-            yield Step("Trying the migration script.", [
-                ("run_command", {"cmd": f"python -m shop.migrate --check {module}"},
-                 "Traceback (most recent call last):\n"
-                 f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n'
-                 f"    rate = ctx['{rng.choice(_NOUNS)}']\n"
-                 f"KeyError: '{rng.choice(_NOUNS)}'", "error")])  # fmt: skip
+            yield Step(
+                "Trying the migration script.",
+                [
+                    (
+                        "run_command",
+                        {"cmd": f"python -m shop.migrate --check {module}"},
+                        "Traceback (most recent call last):\n"
+                        f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n'
+                        f"    rate = ctx['{rng.choice(_NOUNS)}']\n"
+                        f"KeyError: '{rng.choice(_NOUNS)}'",
+                        "error",
+                    )
+                ],
+            )
         elif kind == 7:
-            yield Step("Editing the file.", [
-                ("write_file", {"path": f"src/shop/{module}.py",
-                                "content": _code_file(rng, module, rng.randint(20, 40))},
-                 f"wrote src/shop/{module}.py ({rng.randint(800, 4000)} bytes)", "success")])  # fmt: skip
+            yield Step(
+                "Editing the file.",
+                [
+                    (
+                        "write_file",
+                        {
+                            "path": f"src/shop/{module}.py",
+                            "content": _code_file(rng, module, rng.randint(20, 40)),
+                        },
+                        f"wrote src/shop/{module}.py ({rng.randint(800, 4000)} bytes)",
+                        "success",
+                    )
+                ],
+            )
         elif kind == 8:
-            yield Step("Checking the pricing API in parallel.", [
-                ("http_get", {"url": f"https://staging.shop.internal/api/prices/SKU-{1000 + index}"},
-                 json.dumps({"sku": f"SKU-{1000 + index}", "price": round(rng.uniform(1, 99), 2),
-                             "currency": "EUR", "vat_pct": 19, "request_id": "req_y"}), "success"),
-                ("http_get", {"url": f"https://staging.shop.internal/api/stock/SKU-{1000 + index}"},
-                 json.dumps({"sku": f"SKU-{1000 + index}", "in_stock": rng.randint(0, 500),
-                             "warehouse": rng.choice(["BER-1", "AMS-2"]), "etag": "W/\"1\""}), "success"),
-                ("read_file", {"path": f"src/shop/{module}_rules.yaml"},
-                 "\n".join(f"{rng.choice(_NOUNS)}: {rng.randint(0, 100)}" for _ in range(12)), "success"),
-            ])  # fmt: skip
+            yield Step(
+                "Checking the pricing API in parallel.",
+                [
+                    (
+                        "http_get",
+                        {"url": f"https://staging.shop.internal/api/prices/SKU-{1000 + index}"},
+                        json.dumps(
+                            {
+                                "sku": f"SKU-{1000 + index}",
+                                "price": round(rng.uniform(1, 99), 2),
+                                "currency": "EUR",
+                                "vat_pct": 19,
+                                "request_id": "req_y",
+                            }
+                        ),
+                        "success",
+                    ),
+                    (
+                        "http_get",
+                        {"url": f"https://staging.shop.internal/api/stock/SKU-{1000 + index}"},
+                        json.dumps(
+                            {
+                                "sku": f"SKU-{1000 + index}",
+                                "in_stock": rng.randint(0, 500),
+                                "warehouse": rng.choice(["BER-1", "AMS-2"]),
+                                "etag": 'W/"1"',
+                            }
+                        ),
+                        "success",
+                    ),
+                    (
+                        "read_file",
+                        {"path": f"src/shop/{module}_rules.yaml"},
+                        "\n".join(
+                            f"{rng.choice(_NOUNS)}: {rng.randint(0, 100)}" for _ in range(12)
+                        ),
+                        "success",
+                    ),
+                ],
+            )
         else:
-            yield Step("Running the whole suite.", [
-                ("run_tests", {"path": "tests/"},
-                 _pytest_output(rng, [] if index > 150 else [
-                     ("tests/test_checkout.py::test_discount_code", "KeyError: 'discount_pct'")],
-                     rng.randint(200, 230)), "success")])  # fmt: skip
-    yield Step("All green. Summarising the fix.", [
-        ("run_tests", {"path": "tests/"}, _pytest_output(rng, [], 215), "success")])  # fmt: skip
+            yield Step(
+                "Running the whole suite.",
+                [
+                    (
+                        "run_tests",
+                        {"path": "tests/"},
+                        _pytest_output(
+                            rng,
+                            []
+                            if index > 150
+                            else [
+                                (
+                                    "tests/test_checkout.py::test_discount_code",
+                                    "KeyError: 'discount_pct'",
+                                )
+                            ],
+                            rng.randint(200, 230),
+                        ),
+                        "success",
+                    )
+                ],
+            )
+    yield Step(
+        "All green. Summarising the fix.",
+        [("run_tests", {"path": "tests/"}, _pytest_output(rng, [], 215), "success")],
+    )
 
 
 def build_session(seed: int = 7) -> list[BaseMessage]:
     """The whole scripted session: system prompt, task, and every turn after."""
     rng = random.Random(seed)
-    messages: list[BaseMessage] = [SystemMessage(SYSTEM_PROMPT, id="sys"), HumanMessage(TASK, id="task")]
+    messages: list[BaseMessage] = [
+        SystemMessage(SYSTEM_PROMPT, id="sys"),
+        HumanMessage(TASK, id="task"),
+    ]
     call_number = 0
     for turn, step in enumerate(_steps(rng)):
         calls = []
@@ -195,15 +425,25 @@ def build_session(seed: int = 7) -> list[BaseMessage]:
             call_number += 1
             call_id = f"call_{call_number:04d}"
             calls.append({"name": name, "args": args, "id": call_id})
-            results.append(ToolMessage(result, tool_call_id=call_id, name=name, status=status,
-                                       id=f"res_{call_number:04d}"))  # fmt: skip
+            results.append(
+                ToolMessage(
+                    result,
+                    tool_call_id=call_id,
+                    name=name,
+                    status=status,
+                    id=f"res_{call_number:04d}",
+                )
+            )
         messages.append(AIMessage(step.remark, tool_calls=calls, id=f"ai_{turn:04d}"))
         messages.extend(results)
-    messages.append(AIMessage(
-        "Fixed: checkout read discount['discount_pct'] without a default; it now treats a "
-        "missing percentage as 0 and validates codes first. Added "
-        "tests/test_checkout.py::test_discount_code_without_pct. Full suite: 216 passed.",
-        id="ai_final"))  # fmt: skip
+    messages.append(
+        AIMessage(
+            "Fixed: checkout read discount['discount_pct'] without a default; it now treats a "
+            "missing percentage as 0 and validates codes first. Added "
+            "tests/test_checkout.py::test_discount_code_without_pct. Full suite: 216 passed.",
+            id="ai_final",
+        )
+    )
     return messages
 
 

@@ -143,7 +143,7 @@ class ContextDistiller:
             raise ValueError(
                 f"target_tokens must be between 1 and budget_tokens ({budget_tokens}), not {target}"
             )
-        keep = budget_tokens // 4 if keep_recent_tokens is None else keep_recent_tokens
+        keep = budget_tokens // 8 if keep_recent_tokens is None else keep_recent_tokens
         if not 0 <= keep <= budget_tokens:
             raise ValueError(f"keep_recent_tokens must be between 0 and budget_tokens, not {keep}")
         max_result = (
@@ -595,17 +595,14 @@ class ContextDistiller:
         if not len(memory):
             return
         others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
-        room = self.target_tokens - others
-        memory.fit(None)
-        if others + memory.tokens <= self.target_tokens:
-            return
-        cap = max(room, 0)
+        room = max(self.target_tokens - others, 0)
+        cap = room
         for _ in range(4):
             memory.fit(cap)
             excess = memory.tokens - room
             if excess <= 0 or cap <= 0:
                 break
-            cap -= excess
+            cap = max(cap - excess, 0)
 
     def _result(self, thread: _Thread, version: int, distilled: bool) -> ContextUpdate:
         ledger = thread.ledger

@@ -9,6 +9,8 @@ nothing is deleted.
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,21 +27,42 @@ _WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
 _COMMON = frozenset(
     """a an the and or but if then so of to in on at by for with from as is are was were be
-    been being it its this that these those i you he she we they me him her us them my
-    your his our their do does did have has had not no yes just very really also too can
-    could will would should may might must shall about into over after before up down
-    out off again more most some any all each every both few many much such only own
-    same than there here when where why how what which who whom user assistant thanks
-    thank okay ok great good nice sure yeah hey hi hello""".split()
+    been being it its this that these those i you he she we they me him her us them my your
+    his our their do does did have has had not no yes just very really also too can could
+    will would should may might must shall about into over after before up down out off
+    again more most some any all each every both few many much such only own same than
+    there here when where why how what which who whom user assistant ai thanks thank okay
+    ok great good nice sure yeah hey hi hello""".split()
 )
+# Words of reaction and feeling: true, but rarely what anyone asks about later.
+_VAGUE = frozenset(
+    """amazing awesome awful beautiful cool exciting excited fantastic fun glad grateful
+    happy hopeful important incredible inspiring inspired interesting lovely love loved
+    meaningful nice optimistic powerful proud rewarding sad special super thankful tough
+    wonderful feel feeling felt feels think thought know make made makes making want wanted
+    going time times really lot lots thing things way day days people guys
+    definitely totally""".split()
+)
+# Fact text "Speaker: clause; clause" - the speaker prefix is shared by its clauses.
+# A word the view already shows still counts this much: facts are asked about as wholes.
+_REPEAT_WEIGHT = 0.6
+_PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower().strip(".:'-/") for w in _WORD.findall(text)} - {""}
 
 
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def salience(text: str) -> float:
-    """How much a fact carries: distinct informative words, numbers and names count more."""
+def salience(text: str, rarity: dict[str, float] | None = None) -> float:
+    """How much a fact carries: distinct informative words, rarer ones count more.
+
+    Numbers and names weigh more than plain words; words of reaction weigh little.
+    ``rarity`` maps a word to its weight in this thread (rare words weigh more).
+    """
     score = 0.0
     seen: set[str] = set()
     for word in _WORD.findall(text):
@@ -48,12 +71,41 @@ def salience(text: str) -> float:
             continue
         seen.add(lower)
         if _DIGIT.search(word):
-            score += 2.0
+            base = 2.0
+        elif lower in _VAGUE:
+            base = 0.2
         elif word[0].isupper():
-            score += 1.5
+            base = 1.5
         elif len(lower) > 2:
-            score += 1.0
+            base = 1.0
+        else:
+            continue
+        score += base * (rarity.get(lower, 1.0) if rarity else 1.0)
+    if text.rstrip().endswith("?"):
+        score *= 0.5
     return score
+
+
+def _weighted_words(text: str, rarity: dict[str, float], scale: float) -> dict[str, float]:
+    """The informative words of a clause with their weights (see :func:`salience`)."""
+    out: dict[str, float] = {}
+    question = 0.5 if text.rstrip().endswith("?") else 1.0
+    for word in _WORD.findall(text):
+        lower = word.lower().strip(".:'-/")
+        if not lower or lower in out or lower in _COMMON:
+            continue
+        if _DIGIT.search(word):
+            base = 2.0
+        elif lower in _VAGUE:
+            base = 0.2
+        elif word[0].isupper():
+            base = 1.5
+        elif len(lower) > 2:
+            base = 1.0
+        else:
+            continue
+        out[lower] = base * rarity.get(lower, 1.0) * scale * question
+    return out
 
 
 def format_refs(refs: Iterable[int]) -> str:
@@ -78,10 +130,20 @@ class _Line:
     text: str
     refs: list[int]
     order: int
-    salience: float
-    tokens: int = 0
-    rendered: str = ""
+    prefix: str = ""
+    clauses: list[str] = field(default_factory=list)
+    clause_tokens: list[int] = field(default_factory=list)
+    prefix_tokens: int = 0
     source_ids: list[str] = field(default_factory=list)
+    shown: list[int] | None = None  # indexes of clauses shown; None: all
+
+
+def _split(text: str) -> tuple[str, list[str]]:
+    match = _PREFIX.match(text)
+    prefix = match.group(0) if match else ""
+    body = text[len(prefix) :]
+    clauses = [c.strip() for c in body.split("; ") if c.strip()]
+    return prefix, clauses or [body]
 
 
 class MemoryBlock:
@@ -106,7 +168,10 @@ class MemoryBlock:
 
     @property
     def hidden(self) -> int:
-        return 0 if self._shown is None else len(self._lines) - len(self._shown)
+        """Facts the view does not show at all."""
+        if self._shown is None:
+            return 0
+        return len(self._lines) - len(self._shown)
 
     def add(self, facts: Sequence[StoredFact]) -> None:
         """Take in newly stored facts; a repeated fact joins the line it repeats."""
@@ -116,13 +181,15 @@ class MemoryBlock:
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
                 line.source_ids.extend(i for i in fact.source_ids if i not in line.source_ids)
-                line.rendered = ""
+                line.prefix_tokens = 0
                 continue
+            prefix, clauses = _split(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
                 order=len(self._lines),
-                salience=salience(fact.text),
+                prefix=prefix,
+                clauses=clauses,
                 source_ids=list(fact.source_ids),
             )
             self._lines.append(line)
@@ -140,52 +207,109 @@ class MemoryBlock:
         if self.cap is not None:
             self.fit(self.cap)
 
-    def _render_line(self, line: _Line) -> str:
-        if not line.rendered:
-            refs = format_refs(line.refs)
-            line.rendered = f"{refs} {line.text}" if refs else line.text
-            line.tokens = self._count(line.rendered) + 1
-        return line.rendered
+    def _measure(self, line: _Line) -> None:
+        if line.prefix_tokens:
+            return
+        refs = format_refs(line.refs)
+        line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
+        if len(line.clause_tokens) != len(line.clauses):
+            line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
 
-    def _header(self, hidden: int) -> str:
+    def _render(self, line: _Line) -> str:
+        refs = format_refs(line.refs)
+        picked = line.clauses if line.shown is None else [line.clauses[i] for i in line.shown]
+        body = "; ".join(picked)
+        return f"{refs} {line.prefix}{body}" if refs else f"{line.prefix}{body}"
+
+    def _header(self, hidden: int, trimmed: int) -> str:
         text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
         if self._recall_tool:
             text += f" Originals word for word: {self._recall_tool} tool."
-        if hidden:
-            text += f" {hidden} less salient facts not shown (archived)."
+        if hidden or trimmed:
+            text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
         return text
 
+    def _rarity(self) -> dict[str, float]:
+        """Weight of each word by how few facts of this thread use it."""
+        counts: dict[str, int] = {}
+        for line in self._lines:
+            for word in _words(line.text):
+                counts[word] = counts.get(word, 0) + 1
+        n = len(self._lines)
+        return {word: math.log(1.0 + n / df) for word, df in counts.items()}
+
     def fit(self, cap: int | None) -> None:
-        """Show the facts that carry most per token within ``cap`` tokens (None: all)."""
+        """Show what carries most per token within ``cap`` tokens (None: show everything).
+
+        Clauses are chosen greedily by the information they add per token: rare,
+        specific words weigh most, and a word already shown counts for less the
+        second time.
+        """
         self.cap = cap
         self._message = None
+        for line in self._lines:
+            line.shown = None
         if cap is None:
             self._shown = None
             return
         for line in self._lines:
-            self._render_line(line)
-        total = sum(line.tokens for line in self._lines)
-        overhead = self._count(self._header(len(self._lines))) + 8
+            self._measure(line)
+        total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in self._lines)
+        overhead = self._count(self._header(len(self._lines), len(self._lines))) + 8
         if total + overhead <= cap:
             self._shown = None
             return
-        room = cap - overhead
-        n = len(self._lines)
-        ranked = sorted(
-            self._lines,
-            key=lambda ln: (
-                -(ln.salience + 0.5 * ln.order / max(n, 1)) / max(ln.tokens, 1),
-                -ln.order,
-            ),
-        )
-        chosen: list[_Line] = []
+        picked = self._choose(cap - overhead)
+        shown: list[_Line] = []
+        for line in self._lines:
+            indexes = picked.get(line.order)
+            if indexes is None:
+                continue
+            line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)
+            shown.append(line)
+        self._shown = shown
+
+    def _choose(self, room: int) -> dict[int, list[int]]:
+        """Lazy greedy selection of clauses: most new information per token first."""
+        covered: set[str] = set()
+        rarity = self._rarity()
+        n = max(len(self._lines), 1)
+        weights: dict[tuple[int, int], dict[str, float]] = {}
+        heap: list[tuple[float, int, int]] = []
+        for line in self._lines:
+            recency = 1.0 + 0.25 * line.order / n
+            for index, clause in enumerate(line.clauses):
+                words = _weighted_words(clause, rarity, recency)
+                weights[(line.order, index)] = words
+                cost = line.clause_tokens[index] + line.prefix_tokens / 2
+                gain = sum(
+                    w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
+                )
+                if gain > 0:
+                    heap.append((-gain / cost, line.order, index))
+        heapq.heapify(heap)
+        picked: dict[int, list[int]] = {}
         used = 0
-        for line in ranked:
-            if used + line.tokens <= room:
-                chosen.append(line)
-                used += line.tokens
-        chosen.sort(key=lambda ln: ln.order)
-        self._shown = chosen
+        while heap:
+            _, order, index = heapq.heappop(heap)
+            line = self._lines[order]
+            words = weights[(order, index)]
+            gain = sum(
+                w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
+            )
+            if gain <= 0:
+                continue
+            ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
+            if heap and ratio < -heap[0][0]:
+                heapq.heappush(heap, (-ratio, order, index))
+                continue
+            cost = line.clause_tokens[index] + (0 if order in picked else line.prefix_tokens)
+            if used + cost > room:
+                continue
+            used += cost
+            picked.setdefault(order, []).append(index)
+            covered.update(words)
+        return picked
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""
@@ -193,8 +317,9 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = self._lines if self._shown is None else self._shown
-            body = "\n".join(self._render_line(line) for line in shown)
-            header = self._header(len(self._lines) - len(shown))
+            body = "\n".join(self._render(line) for line in shown)
+            trimmed = sum(1 for line in shown if line.shown is not None)
+            header = self._header(len(self._lines) - len(shown), trimmed)
             self._message = HumanMessage(
                 content=f"{header}\n{body}" if body else header,
                 id=MEMORY_ID,
@@ -210,4 +335,4 @@ class MemoryBlock:
 
     def lines(self) -> list[str]:
         """Every fact line, shown or not, oldest first."""
-        return [self._render_line(line) for line in self._lines]
+        return [f"{format_refs(line.refs)} {line.text}".strip() for line in self._lines]

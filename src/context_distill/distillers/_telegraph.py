@@ -59,7 +59,8 @@ _COURTESY = re.compile(
     re.I,
 )
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+_ADDRESSEE = re.compile(r"[A-Z][a-z]+[,;!.]?")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+|\s*\[(?=[^\]]{12,}\])|\]\s*")
 # A token: a quoted string, a URL or path, a word with inner punctuation, or a symbol run.
 _TOKEN = re.compile(
     r"\"[^\"\n]{1,120}\"|`[^`\n]{1,120}`|https?://\S+|[\w~./\\@#:%+='-]*[\w/%]|[^\w\s]+",
@@ -82,6 +83,11 @@ def sentences(text: str) -> list[str]:
 
 
 _VOCATIVE = re.compile(r"(?:,\s*|\s+)[A-Z][a-z]+(?=\s*[!.?,]|\s*$)|^[A-Z][a-z]+,\s*")
+# A name said to the listener at the start or end of a sentence: "Mel, ..." / "..., Mel!"
+_ADDRESS = re.compile(
+    r"^(?:(?:[Hh]ey|[Hh]i|[Oo]h|[Ww]ow|[Yy]es|[Yy]eah|[Tt]hanks|[Ss]o|[Ww]ell),?\s+)?"
+    r"[A-Z][a-z]+,\s+|,\s*[A-Z][a-z]+(?=[!.?]*\s*$)"
+)
 
 
 def is_courtesy(sentence: str) -> bool:
@@ -97,7 +103,7 @@ def _expand_negations(text: str) -> str:
 
 def compress_sentence(sentence: str) -> str:
     """One sentence, telegraphic: stop words out, everything that carries in."""
-    sentence = _expand_negations(sentence.replace("\u2019", "'"))
+    sentence = _ADDRESS.sub(" ", _expand_negations(sentence.replace("\u2019", "'")))
     out: list[str] = []
     for position, token in enumerate(_TOKEN.findall(sentence)):
         first = token[0]
@@ -107,7 +113,7 @@ def compress_sentence(sentence: str) -> str:
                 out.append(token)
             continue
         lower = token.lower()
-        if lower == "i":
+        if lower == "i" or lower.startswith("i'"):
             continue
         if lower in _KEEP or _PROTECTED.search(token) or (position and first.isupper()):
             out.append(token)
@@ -129,6 +135,8 @@ def telegraph(text: str) -> list[str]:
         if is_courtesy(sentence):
             continue
         compact = compress_sentence(sentence)
+        if _ADDRESSEE.fullmatch(compact):
+            continue  # only a name was left: the sentence addressed someone
         if compact and any(ch.isalnum() for ch in compact):
             if sentence.rstrip().endswith("?") and not compact.endswith("?"):
                 compact += "?"
