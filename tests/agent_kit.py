@@ -34,9 +34,9 @@ from langchain_core.tools import BaseTool, tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from context_distill import ContextDistiller, SQLiteMemoryStore  # noqa: E402
-from context_distill.testing import ScriptedChatModel, check_model_input  # noqa: E402
-from context_distill.tokens import count_message, resolve_counter  # noqa: E402
+from context_distill import ContextDistiller, SQLiteMemoryStore
+from context_distill.testing import ScriptedChatModel, check_model_input
+from context_distill.tokens import count_message, resolve_counter
 
 SYSTEM = "You are a field agent. Use the tools; answer tersely."
 TASK = "Survey the weather, docs and test logs for the Q3 rollout; keep every request id."

@@ -42,7 +42,8 @@ def _engine(budget: int = BUDGET, **options: Any) -> ContextDistiller:
 def _long_history(pairs: int) -> list[BaseMessage]:
     messages: list[BaseMessage] = [SystemMessage(SYSTEM, id="sys"), HumanMessage(TASK, id="task")]
     for n in range(pairs):
-        messages.append(HumanMessage(f"Question {n}: what is the status of service-{n}?", id=f"h{n}"))
+        question = f"Question {n}: what is the status of service-{n}?"
+        messages.append(HumanMessage(question, id=f"h{n}"))
         messages.append(
             AIMessage(
                 f"Service-{n} is healthy; build {1000 + n} deployed to eu-west-{n % 3} with "

@@ -41,7 +41,9 @@ def _history(thread: str, orders: int) -> list[BaseMessage]:
             )
         )
         messages.append(
-            ToolMessage(_result(n, thread), tool_call_id=call, name="get_order", id=f"{thread}-r{n}")
+            ToolMessage(
+                _result(n, thread), tool_call_id=call, name="get_order", id=f"{thread}-r{n}"
+            )
         )
     return messages
 
