@@ -108,6 +108,7 @@ class _Thread:
     ratio: float = 0.35  # facts per source token, learned as we go
     version: int = 0
     last_error: str | None = None
+    skip: frozenset[str] = frozenset()  # distilled ids a view-style input still holds
 
 
 def _id_at(messages: Sequence[BaseMessage], index: int) -> str:
@@ -251,6 +252,7 @@ class ContextDistiller:
         thread.ledger = Ledger()
         thread.memory = MemoryBlock(self._count, recall_tool=self.recall_tool)
         thread.memory.add(snapshot.facts)
+        thread.memory.fit(snapshot.memory_cap)
         thread.anchor = from_iso(snapshot.anchor)
         thread.anchor_ready = snapshot.anchor is not None
         thread.base_tokens = snapshot.distilled_tokens
@@ -258,7 +260,6 @@ class ContextDistiller:
         thread.distillations = snapshot.distillations
         thread.failures = snapshot.failures
         thread.loaded = True
-        thread.version += 1
         return snapshot.distilled
 
     # -- one turn ---------------------------------------------------------------
@@ -292,10 +293,10 @@ class ContextDistiller:
                 start = thread.view_len  # the caller keeps our compact view: rewrite-style
             elif n == 0 and thread.n_seen == 0:
                 start = 0
-        skip: frozenset[str] = frozenset()
         if start is None:
-            skip = self._reload(thread)
+            thread.skip = self._reload(thread)
             start = 0
+        skip = thread.skip
         ledger = thread.ledger
         for position in range(start, n):
             ledger.add(
@@ -542,6 +543,10 @@ class ContextDistiller:
         thread.version += 1
         thread.ratio = 0.7 * thread.ratio + 0.3 * min(1.0, log.fact_tokens / max(source_tokens, 1))
         self._fit_memory(thread)
+        try:
+            self.store.set_memory_cap(thread.thread_id, thread.memory.cap)
+        except StoreError as exc:  # only the restart view depends on it
+            logger.warning("thread %s: memory cap not saved: %s", thread.thread_id, exc)
         logger.debug(
             "thread %s: distilled %d messages (%d tokens) into %d facts (%d tokens)",
             thread.thread_id,

@@ -162,7 +162,7 @@ class Ledger:
             return
         if self.groups and self.groups[-1].pending:
             last = self.groups[-1]
-            missing = ", ".join(sorted(last.pending))
+            missing = ", ".join(repr(call) for call in sorted(last.pending))
             raise InvalidMessageError(
                 f"{describe(message, position)}: arrives while tool call(s) {missing} of "
                 f"message {last.origin} have no result"

@@ -202,10 +202,11 @@ class MemoryBlock:
         self._invalidate()
 
     def _invalidate(self) -> None:
+        """New facts: everything shows until the owner fits the block again."""
         self._message = None
         self._shown = None
-        if self.cap is not None:
-            self.fit(self.cap)
+        for line in self._lines:
+            line.shown = None
 
     def _measure(self, line: _Line) -> None:
         if line.prefix_tokens:

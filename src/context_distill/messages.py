@@ -61,9 +61,9 @@ def validate(message: Any, index: int | None = None) -> None:
             f"message {index} is a {type(message).__name__}, not a LangChain message"
         )
     if message.type not in ROLES:
+        role = getattr(message, "role", None) or message.type
         raise InvalidMessageError(
-            f"{describe(message, index)}: unknown role {message.type!r}; "
-            f"expected one of {', '.join(ROLES)}"
+            f"{describe(message, index)}: unknown role {role!r}; expected one of {', '.join(ROLES)}"
         )
     if message.id is not None and (not isinstance(message.id, str) or not message.id):
         raise InvalidMessageError(f"{describe(message, index)}: id must be a non-empty string")

@@ -97,6 +97,7 @@ class ThreadSnapshot:
     reduced: frozenset[str]
     facts: tuple[StoredFact, ...]
     anchor: str | None
+    memory_cap: int | None  # tokens the memory block was last fitted to; None: no limit
     distilled_tokens: int
     distillations: int
     failures: int
@@ -121,7 +122,8 @@ def _v1(db: sqlite_utils.Database) -> None:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
             next_seq INTEGER NOT NULL DEFAULT 1,
-            anchor TEXT
+            anchor TEXT,
+            memory_cap INTEGER
         )"""
     )
     db.execute(
@@ -451,6 +453,16 @@ class SQLiteMemoryStore:
 
         return self._write(body)
 
+    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
+        """Remember how much room the memory block had, so a restart shows the same view."""
+
+        def body() -> None:
+            self._conn.execute(
+                "UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id)
+            )
+
+        self._write(body)
+
     def record_failure(self, thread_id: str, log: DistillationLog) -> int:
         """Log a distillation that did not happen (the history stays as it was)."""
         now = time.time()
@@ -489,7 +501,7 @@ class SQLiteMemoryStore:
                     (thread_id,),
                 ).fetchall()
                 thread = conn.execute(
-                    "SELECT anchor FROM threads WHERE thread_id = ?", (thread_id,)
+                    "SELECT anchor, memory_cap FROM threads WHERE thread_id = ?", (thread_id,)
                 ).fetchone()
                 counts = conn.execute(
                     "SELECT SUM(outcome = 'ok'), SUM(outcome NOT IN ('ok', 'reduced')) "
@@ -506,6 +518,7 @@ class SQLiteMemoryStore:
             reduced=reduced,
             facts=tuple(_stored_fact(row) for row in fact_rows),
             anchor=thread[0] if thread else None,
+            memory_cap=thread[1] if thread else None,
             distilled_tokens=sum(row[2] for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),
             failures=int(counts[1] or 0),
@@ -546,18 +559,26 @@ class SQLiteMemoryStore:
         if thread_id is not None:
             params.append(thread_id)
         params.append(limit)
-        message_rows = [] if "message" not in kinds else self._rows(
-            "SELECT m.thread_id, m.text, m.seq, m.message_id, m.role, m.state, "
-            "bm25(messages_fts) AS rank FROM messages_fts "
-            "JOIN messages m ON m.id = messages_fts.rowid "
-            f"WHERE messages_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
-            params,
+        message_rows = (
+            []
+            if "message" not in kinds
+            else self._rows(
+                "SELECT m.thread_id, m.text, m.seq, m.message_id, m.role, m.state, "
+                "bm25(messages_fts) AS rank FROM messages_fts "
+                "JOIN messages m ON m.id = messages_fts.rowid "
+                f"WHERE messages_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
+                params,
+            )
         )
-        fact_rows = [] if "fact" not in kinds else self._rows(
-            "SELECT m.thread_id, m.text, m.source_ids, bm25(facts_fts) AS rank FROM facts_fts "
-            "JOIN facts m ON m.id = facts_fts.rowid "
-            f"WHERE facts_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
-            params,
+        fact_rows = (
+            []
+            if "fact" not in kinds
+            else self._rows(
+                "SELECT m.thread_id, m.text, m.source_ids, bm25(facts_fts) AS rank FROM facts_fts "
+                "JOIN facts m ON m.id = facts_fts.rowid "
+                f"WHERE facts_fts MATCH ? {scope} ORDER BY rank LIMIT ?",
+                params,
+            )
         )
         ranked: list[tuple[float, SearchHit]] = []
         for row in message_rows:

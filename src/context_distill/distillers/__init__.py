@@ -49,6 +49,4 @@ def resolve_distiller(spec: str | Distiller) -> Distiller:
         cls = __getattr__(class_name)
         distiller: Distiller = cls()
         return distiller
-    raise TypeError(
-        f"distiller must be a name or a Distiller instance, not {type(spec).__name__}"
-    )
+    raise TypeError(f"distiller must be a name or a Distiller instance, not {type(spec).__name__}")

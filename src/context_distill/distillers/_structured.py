@@ -174,8 +174,7 @@ def looks_like_log(text: str) -> bool:
     lines = text.count("\n") + 1
     if lines < 3:
         return False
-    hits = sum(1 for line in text.splitlines()[:400] if _LOG_SIGNAL.search(line))
-    return hits >= 1
+    return _LOG_SIGNAL.search(text) is not None
 
 
 def looks_like_code(text: str) -> bool:

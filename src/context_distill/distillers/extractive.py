@@ -148,21 +148,22 @@ def reduce_tool_result(
     max_tokens: int,
     count: TextCounter,
 ) -> ToolMessage | None:
-    """A shortened copy of an oversized tool result: its facts, its head and its tail."""
+    """A shortened copy of an oversized tool result: its facts, its head and its tail.
+
+    The copy never exceeds ``max_tokens`` (as ``count`` measures its content).
+    """
     text = prose_of(message)
     if not text:
         return None
-    summary = summarize_output(text)
     note = (
         f"[context-distill: this output had {tokens} tokens; shown shortened, "
         f"original archived as message {message_id}]"
     )
-    fixed = count(note) + count(summary) + 24
-    room = max_tokens - fixed
     chars_per_token = max(len(text) / max(tokens, 1), 1.0)
-    content = f"{note}\nFacts: {summary}"
-    for _ in range(4):
-        edge = int(max(room, 0) / 2 * chars_per_token)
+    summary = _fit_chars(summarize_output(text), int(max_tokens / 2 * chars_per_token))
+    edge = int(max(max_tokens - count(note) - count(summary) - 24, 0) / 2 * chars_per_token)
+    content = note
+    for _ in range(8):
         if edge >= 16 and 2 * edge < len(text):
             omitted = len(text) - 2 * edge
             content = (
@@ -174,7 +175,12 @@ def reduce_tool_result(
         over = count(content) - max_tokens
         if over <= 0:
             break
-        room -= over + 8
+        if edge >= 16:
+            edge = max(int(edge - (over + 8) * chars_per_token / 2), 0)
+        else:
+            summary = _fit_chars(summary, int(len(summary) * 0.6))
+    else:
+        content = note
     return ToolMessage(
         content=content,
         tool_call_id=message.tool_call_id,
@@ -183,3 +189,9 @@ def reduce_tool_result(
         status=message.status,
         additional_kwargs={**message.additional_kwargs, MARKER_KEY: REDUCED_MARK},
     )
+
+
+def _fit_chars(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)] + "…"
