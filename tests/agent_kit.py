@@ -259,38 +259,47 @@ def engine_for(path: str | Path, budget: int = BUDGET) -> ContextDistiller:
     return ContextDistiller(SQLiteMemoryStore(path), budget_tokens=budget)
 
 
-def _continue(archive: str, checkpoints: str, thread_id: str, text: str) -> None:
+def _continue(kind: str, archive: str, checkpoints: str, thread_id: str, *texts: str) -> None:
     """Second process of the restart test: continue a thread from the SQLite files."""
     import sqlite3
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     engine = engine_for(archive)
-    model = make_model()
+    graph_door = kind == "graph-rewrite"
+    model = make_model(system=True)
+    finals: list[str] = []
     with sqlite3.connect(checkpoints, check_same_thread=False) as conn:
-        graph = build_graph(engine, model, mode="rewrite", checkpointer=SqliteSaver(conn))
-        state = graph.invoke({"messages": [HumanMessage(text)]}, config(thread_id))
-        first = model.calls[0]
-        memory = [m for m in first if m.additional_kwargs.get("context_distill") == "memory"]
-        stats = engine.stats(thread_id)
-        print(
-            json.dumps(
-                {
-                    "model_calls": len(model.calls),
-                    "memory_in_first_call": memory[0].text if memory else None,
-                    "first_call_tokens": view_tokens(first),
-                    "max_call_tokens": max(view_tokens(call) for call in model.calls),
-                    "final": state["messages"][-1].text,
-                    "state_messages": len(state["messages"]),
-                    "distillations": stats.distillations,
-                    "tokens_in": stats.tokens_in,
-                }
-            )
+        saver = SqliteSaver(conn)
+        if graph_door:
+            app = build_graph(engine, model, mode="rewrite", checkpointer=saver)
+        else:
+            app = build_agent(engine, model, mode="view", checkpointer=saver)
+        for text in texts:
+            state = app.invoke({"messages": [HumanMessage(text)]}, config(thread_id))
+            finals.append(state["messages"][-1].text)
+    first = model.calls[0]
+    memory = [m for m in first if m.additional_kwargs.get("context_distill") == "memory"]
+    stats = engine.stats(thread_id)
+    print(
+        json.dumps(
+            {
+                "model_calls": len(model.calls),
+                "memory_in_first_call": memory[0].text if memory else None,
+                "max_call_tokens": max(
+                    view_tokens(call, skip_system=not graph_door) for call in model.calls
+                ),
+                "finals": finals,
+                "distillations": stats.distillations,
+                "tokens_in": stats.tokens_in,
+                "facts": stats.facts,
+            }
         )
+    )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "continue":
+    if len(sys.argv) >= 7 and sys.argv[1] == "continue":
         _continue(*sys.argv[2:])
     else:
-        raise SystemExit("usage: agent_kit.py continue ARCHIVE CHECKPOINTS THREAD TEXT")
+        raise SystemExit("usage: agent_kit.py continue KIND ARCHIVE CHECKPOINTS THREAD TEXT...")

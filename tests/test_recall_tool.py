@@ -11,6 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from context_distill import ContextDistiller, SQLiteMemoryStore
+from context_distill.tokens import count_message, resolve_counter
 from context_distill.tools import make_recall_tool
 
 
@@ -62,15 +63,17 @@ def engine() -> ContextDistiller:
 
 
 def test_search_returns_the_original_verbatim(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine)
+    tool = make_recall_tool(engine, max_chars=4000)
     out = tool.invoke({"query": "ORD-alpha-0003"}, config=_cfg("alpha"))
     assert _result(3, "alpha") in out
     # The original is labelled with its archive number and id.
-    assert re.search(r"\[#\d+ tool id=alpha-r3 distilled\]", out)
+    assert re.search(
+        r"\[#\d+ tool get_order result for call alpha-call-3 id=alpha-r3 distilled\]", out
+    )
 
 
 def test_archive_numbers_and_ranges(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine)
+    tool = make_recall_tool(engine, max_chars=4000)
     refs = [ref for ref, _ in engine.store.get_messages("alpha", ids=["alpha-r0", "alpha-r1"])]
     first, second = refs
     out = tool.invoke({"query": f"#{first}"}, config=_cfg("alpha"))
@@ -84,13 +87,13 @@ def test_archive_numbers_and_ranges(engine: ContextDistiller) -> None:
 
 
 def test_message_id_lookup(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine)
+    tool = make_recall_tool(engine, max_chars=4000)
     out = tool.invoke({"query": "alpha-r2"}, config=_cfg("alpha"))
     assert out.startswith("[#") and _result(2, "alpha") in out
 
 
 def test_results_stay_in_their_thread(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine)
+    tool = make_recall_tool(engine, max_chars=4000)
     assert "Nothing in this conversation's archive" in tool.invoke(
         {"query": "ORD-alpha-0003"}, config=_cfg("beta")
     )
@@ -110,19 +113,46 @@ def test_output_is_limited(engine: ContextDistiller) -> None:
 
 
 def test_words_that_do_not_all_match_still_find_something(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine)
+    tool = make_recall_tool(engine, max_chars=4000)
     out = tool.invoke({"query": "where is ORD-alpha-0005 parcel today"}, config=_cfg("alpha"))
     assert _result(5, "alpha") in out
 
 
 def test_facts_name_their_sources(engine: ContextDistiller) -> None:
-    tool = make_recall_tool(engine, max_results=20)
+    tool = make_recall_tool(engine, max_chars=4000, max_results=20)
     out = tool.invoke({"query": "TRK000004ALPHA"}, config=_cfg("alpha"))
     assert re.search(r"\[fact from #\d+", out)
 
 
-def test_async_and_missing_thread(engine: ContextDistiller) -> None:
+def test_its_own_calls_and_results_are_left_out() -> None:
+    engine = ContextDistiller(SQLiteMemoryStore(":memory:"), budget_tokens=600)
+    history = _history("delta", 40)
+    call = {"name": "recall", "args": {"query": "ORD-delta-0001"}, "id": "rc1"}
+    history.append(AIMessage("", id="delta-rc", tool_calls=[call]))
+    history.append(
+        ToolMessage(f"[#3 tool]\n{_result(1, 'delta')}", tool_call_id="rc1", name="recall")
+    )
+    history += _history("delta2", 30)[2:]
+    engine.update("delta", history)
+    assert engine.store.get_messages("delta", ids=["delta-rc"])  # archived, distilled
+    tool = make_recall_tool(engine, max_chars=4000)
+    out = tool.invoke({"query": "ORD-delta-0001"}, config=_cfg("delta"))
+    assert out.count(_result(1, "delta")) == 1
+    assert "recall result" not in out and "delta-rc" not in out
+
+
+def test_default_size_stays_under_what_the_engine_would_shorten(
+    engine: ContextDistiller,
+) -> None:
     tool = make_recall_tool(engine)
+    out = tool.invoke({"query": "signature required"}, config=_cfg("alpha"))
+    assert len(out) <= max(300, 2 * engine.max_tool_result_tokens)
+    message = ToolMessage(out, tool_call_id="x", name="recall")
+    assert count_message(message, resolve_counter("o200k_base")) <= engine.max_tool_result_tokens
+
+
+def test_async_and_missing_thread(engine: ContextDistiller) -> None:
+    tool = make_recall_tool(engine, max_chars=4000)
     out = asyncio.run(tool.ainvoke({"query": "ORD-beta-0007"}, config=_cfg("beta")))
     assert _result(7, "beta") in out
     assert "no thread id" in tool.invoke({"query": "ORD"}, config={})

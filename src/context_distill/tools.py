@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
@@ -32,6 +32,7 @@ _REF = re.compile(r"#\s*(\d+)(?:\s*-\s*#?(\d+))?")
 _WORD = re.compile(r"[^\W_][\w.:/@-]*", re.UNICODE)
 _MAX_REFS = 24
 _MIN_WORD = 3
+_MIN_CHARS = 300
 
 _DESCRIPTION = (
     "Read back earlier parts of this conversation that were distilled out of view. "
@@ -81,10 +82,23 @@ class _RecallArgs(BaseModel):
 class _Recall:
     """The tool's body, bound to one engine's archive."""
 
-    def __init__(self, engine: ContextDistiller, *, max_chars: int, max_results: int) -> None:
+    def __init__(
+        self, engine: ContextDistiller, *, name: str, max_chars: int, max_results: int
+    ) -> None:
         self.engine = engine
+        self.name = name
         self.max_chars = max_chars
         self.max_results = max_results
+
+    def _own(self, message: BaseMessage) -> bool:
+        """This tool's own calls and results: derivative, left out of search results."""
+        if isinstance(message, ToolMessage):
+            return message.name == self.name
+        if isinstance(message, AIMessage) and message.tool_calls:
+            return not message.text.strip() and all(
+                call["name"] == self.name for call in message.tool_calls
+            )
+        return False
 
     def run(self, query: str, config: RunnableConfig) -> str:
         thread_id = thread_id_from(config)
@@ -110,20 +124,14 @@ class _Recall:
                     if ref not in seen_refs:
                         seen_refs.add(ref)
                         sections.append(f"{_describe(ref, message)}\n{text_of(message)}")
+            shown = 0
             for hit in self._search(thread_id, rest):
-                if hit.kind == "message":
-                    if hit.ref is None or hit.ref in seen_refs:
-                        continue
-                    seen_refs.add(hit.ref)
-                    label = "[#{} {}{}{}]".format(
-                        hit.ref,
-                        hit.role or "message",
-                        f" id={hit.message_id}" if hit.message_id else "",
-                        f" {hit.state}" if hit.state else "",
-                    )
-                    sections.append(f"{label}\n{hit.text}")
-                else:
-                    sections.append(f"[fact{self._fact_refs(thread_id, hit)}] {hit.text}")
+                if shown >= self.max_results:
+                    break
+                section = self._section(thread_id, hit, seen_refs)
+                if section is not None:
+                    sections.append(section)
+                    shown += 1
         if not sections:
             return (
                 f"Nothing in this conversation's archive matches {query!r}. Memory lines name "
@@ -131,10 +139,30 @@ class _Recall:
             )
         return self._fit(sections)
 
+    def _section(self, thread_id: str, hit: SearchHit, seen_refs: set[int]) -> str | None:
+        store = self.engine.store
+        if hit.kind == "message":
+            if hit.ref is None or hit.ref in seen_refs:
+                return None
+            seen_refs.add(hit.ref)
+            found = store.get_messages(thread_id, refs=[hit.ref])
+            if not found:
+                return None
+            message = found[0][1]
+            if self._own(message):
+                return None
+            return f"{_describe(hit.ref, message, hit.state)}\n{text_of(message)}"
+        sources = store.get_messages(thread_id, ids=hit.source_ids) if hit.source_ids else []
+        if sources and all(self._own(message) for _, message in sources):
+            return None
+        refs = format_refs(ref for ref, _ in sources)
+        return f"[fact from {refs}] {hit.text}" if refs else f"[fact] {hit.text}"
+
     def _search(self, thread_id: str, text: str) -> list[SearchHit]:
         """Best matches for all words; failing that, for as many of them as possible."""
         store = self.engine.store
-        hits = store.search(text, thread_id=thread_id, limit=self.max_results)
+        limit = 2 * self.max_results  # room for the tool's own traffic, left out later
+        hits = store.search(text, thread_id=thread_id, limit=limit)
         if hits:
             return hits
         words = list(dict.fromkeys(w for w in _WORD.findall(text) if len(w) >= _MIN_WORD))
@@ -143,19 +171,13 @@ class _Recall:
         scores: dict[tuple[str, str], tuple[int, int, SearchHit]] = {}
         order = 0
         for word in words:
-            for hit in store.search(word, thread_id=thread_id, limit=self.max_results):
+            for hit in store.search(word, thread_id=thread_id, limit=limit):
                 key = (hit.kind, str(hit.ref) if hit.kind == "message" else hit.text)
                 count, first, _ = scores.get(key, (0, order, hit))
                 scores[key] = (count + 1, first, hit)
                 order += 1
         ranked = sorted(scores.values(), key=lambda item: (-item[0], item[1]))
-        return [hit for _, _, hit in ranked[: self.max_results]]
-
-    def _fact_refs(self, thread_id: str, hit: SearchHit) -> str:
-        if not hit.source_ids:
-            return ""
-        refs = [ref for ref, _ in self.engine.store.get_messages(thread_id, ids=hit.source_ids)]
-        return f" from {format_refs(refs)}" if refs else ""
+        return [hit for _, _, hit in ranked[:limit]]
 
     def _fit(self, sections: Sequence[str]) -> str:
         """Join sections within ``max_chars``; say what was cut."""
@@ -188,20 +210,24 @@ def make_recall_tool(
     engine: ContextDistiller,
     *,
     name: str = "recall",
-    max_chars: int = 4000,
+    max_chars: int | None = None,
     max_results: int = 8,
 ) -> BaseTool:
     """A LangChain tool that searches the current thread's archive of ``engine``.
 
     The thread is the tool call's ``configurable.thread_id``; results never cross
-    threads. Output is at most ``max_chars`` characters. If the engine's memory block
+    threads. Output is at most ``max_chars`` characters; by default two characters
+    per token of the engine's ``max_tool_result_tokens``, so the engine never has to
+    shorten a recall result (which would defeat it). If the engine's memory block
     does not yet name a recall tool, it is told about this one, so the model learns
     the tool exists (threads already open keep their header until reloaded).
     """
     if not isinstance(engine, ContextDistiller):
         raise TypeError(f"engine must be a ContextDistiller, not {type(engine).__name__}")
-    if max_chars < 500:
-        raise ValueError(f"max_chars must be at least 500, not {max_chars}")
+    if max_chars is None:
+        max_chars = max(_MIN_CHARS, 2 * engine.max_tool_result_tokens)
+    if max_chars < _MIN_CHARS:
+        raise ValueError(f"max_chars must be at least {_MIN_CHARS}, not {max_chars}")
     if max_results < 1:
         raise ValueError(f"max_results must be positive, not {max_results}")
     if engine.recall_tool is None:
@@ -212,7 +238,7 @@ def make_recall_tool(
             engine.recall_tool,
             name,
         )
-    body = _Recall(engine, max_chars=max_chars, max_results=max_results)
+    body = _Recall(engine, name=name, max_chars=max_chars, max_results=max_results)
 
     def recall(query: str, config: RunnableConfig) -> str:
         return body.run(query, config)
