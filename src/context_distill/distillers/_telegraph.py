@@ -36,6 +36,13 @@ _KEEP = frozenset(
     since against between during per via""".split()
 )
 
+# Manner adverbs ("completely", "exactly") rarely carry a fact; these -ly words do.
+_LY_KEEP = frozenset(
+    """family assembly anomaly butterfly monopoly italy elderly friendly lonely quarterly
+    weekly monthly daily yearly hourly nightly only early supply reply apply imply rely
+    currently previously recently formerly originally""".split()
+)
+
 _NEGATED = re.compile(r"\b(\w+)n't\b", re.I)
 _IRREGULAR_NEGATION = {"won't": "will not", "can't": "cannot", "shan't": "shall not"}
 
@@ -119,6 +126,8 @@ def compress_sentence(sentence: str) -> str:
             out.append(token)
             continue
         if lower in _STOP or lower.rstrip("'s") in _STOP:
+            continue
+        if len(lower) >= 7 and lower.endswith("ly") and lower not in _LY_KEEP:
             continue
         out.append(token)
     text = " ".join(out)
