@@ -107,18 +107,27 @@ def message_text(message: Message) -> str:
     return "\n".join(p for p in parts if p)
 
 
+# How the core marks its memory block (context_distill.messages / .memory).
+CORE_MARKER_KEY = "context_distill"
+CORE_MEMORY_MARK = "memory"
+CORE_MEMORY_ID = "context-distill-memory"
+
+
 def is_memory_message(message: Message) -> bool:
     """Whether a message is a memory block whose lines are separate facts.
 
-    Recognised markers: ``name == "memory"``, or a truthy ``memory`` entry in the
-    dict itself or in a LangChain message's ``additional_kwargs``.
+    Recognised: the core's marker (``additional_kwargs["context_distill"] ==
+    "memory"`` or its fixed id), ``name == "memory"``, or a truthy ``memory``
+    entry in a dict message or in ``additional_kwargs``.
     """
-    if _field(message, "name") == "memory":
+    if _field(message, "name") == "memory" or _field(message, "id") == CORE_MEMORY_ID:
         return True
     if isinstance(message, Mapping) and message.get("memory"):
         return True
     extra = _field(message, "additional_kwargs")
-    return isinstance(extra, Mapping) and bool(extra.get("memory"))
+    if not isinstance(extra, Mapping):
+        return False
+    return bool(extra.get("memory")) or extra.get(CORE_MARKER_KEY) == CORE_MEMORY_MARK
 
 
 def view_lines(

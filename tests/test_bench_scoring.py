@@ -77,6 +77,16 @@ def test_memory_marker_on_langchain_messages() -> None:
     )
     assert scoring.view_lines([fact_block]) == ["a: one", "b: two"]
     assert scoring.view_lines([messages.HumanMessage(content="a\nb")]) == ["a\nb"]
+    core_block = messages.HumanMessage(
+        content="Memory:\nx: 1", additional_kwargs={"context_distill": "memory"}
+    )
+    assert scoring.view_lines([core_block]) == ["Memory:", "x: 1"]
+    as_dict = {
+        "role": "user",
+        "content": "p\nq",
+        "additional_kwargs": {"context_distill": "memory"},
+    }
+    assert scoring.view_lines([as_dict]) == ["p", "q"]
 
 
 def test_score_questions_skips_unscored_and_breaks_down_by_category() -> None:
