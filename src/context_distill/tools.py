@@ -164,7 +164,7 @@ class _Recall:
         limit = 2 * self.max_results  # room for the tool's own traffic, left out later
         hits = store.search(text, thread_id=thread_id, limit=limit)
         if hits:
-            return hits
+            return self._originals_first(hits)
         words = list(dict.fromkeys(w for w in _WORD.findall(text) if len(w) >= _MIN_WORD))
         if len(words) < 2:
             return []
@@ -177,7 +177,12 @@ class _Recall:
                 scores[key] = (count + 1, first, hit)
                 order += 1
         ranked = sorted(scores.values(), key=lambda item: (-item[0], item[1]))
-        return [hit for _, _, hit in ranked[:limit]]
+        return self._originals_first([hit for _, _, hit in ranked[:limit]])
+
+    @staticmethod
+    def _originals_first(hits: list[SearchHit]) -> list[SearchHit]:
+        """Archived originals before facts (the model asked for what was said)."""
+        return [h for h in hits if h.kind == "message"] + [h for h in hits if h.kind != "message"]
 
     def _fit(self, sections: Sequence[str]) -> str:
         """Join sections within ``max_chars``; say what was cut."""
@@ -192,8 +197,9 @@ class _Recall:
                 used += len(section) + 2
                 shown += 1
                 continue
-            if room > 200 or not out:
-                keep = max(room - 120, 0)
+            # Room for the note that says where it was cut, and for the closing note.
+            keep = max(self.max_chars - used - 100 - 80, 0)
+            if keep >= 200 or not out:
                 out.append(
                     f"{section[:keep]}\n[… cut at {keep} of {len(section)} characters: "
                     "the recall limit]"
