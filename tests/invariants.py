@@ -28,6 +28,7 @@ import os
 import random
 import re
 import sqlite3
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from context_distill.messages import (
     MEMORY_MARK,
     REDUCED_MARK,
     derived_id,
+    digest,
     text_of,
 )
 from context_distill.tokens import count_message
@@ -93,7 +95,7 @@ def search_word(text: str) -> str | None:
 
 
 def raw_connect(path: str | Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
     return conn
 
@@ -165,6 +167,7 @@ def _check_threads(conn: sqlite3.Connection, only: str | None) -> list[str]:
         )
     }
     facts_by_log: dict[int, int] = {}
+    redone: set[int] = set()
     for fid, tid, dist, source_json, refs_json in conn.execute(
         f"SELECT id, thread_id, distillation_id, source_ids, refs FROM facts {scope}", params
     ):
@@ -181,14 +184,20 @@ def _check_threads(conn: sqlite3.Connection, only: str | None) -> list[str]:
             found = messages.get((tid, source))
             if found is None:
                 problems.append(f"fact {fid} of {tid!r} names {source!r}, not in its archive")
-            else:
-                seqs.append(found[0])
+                continue
+            seqs.append(found[0])
+            if found[2] != dist:
+                redone.add(dist)
+                problems.append(
+                    f"message {source!r} of {tid!r} has facts from distillation {dist} but "
+                    f"is marked distilled by {found[2]}: distilled twice"
+                )
         if sorted(seqs) != refs:
             problems.append(f"fact {fid} of {tid!r}: refs {refs} but sources at {sorted(seqs)}")
     for lid, (tid, outcome, n_facts, n_messages) in logs.items():
         got_facts = facts_by_log.get(lid, 0)
         got_messages = by_log.get(lid, 0)
-        if outcome == "ok":
+        if outcome == "ok" and lid not in redone:
             if got_facts != n_facts or got_messages != n_messages or n_facts == 0:
                 problems.append(
                     f"distillation {lid} of {tid!r} logs {n_facts} facts/{n_messages} messages; "
@@ -205,9 +214,21 @@ def _check_threads(conn: sqlite3.Connection, only: str | None) -> list[str]:
     return problems
 
 
-def archived_ids(path: str | Path, thread_id: str) -> dict[str, str]:
+def check_thread(conn: sqlite3.Connection, thread_id: str) -> list[str]:
+    """Atomicity and provenance of one thread's rows, in one read transaction."""
+    conn.execute("BEGIN")
+    try:
+        return _check_threads(conn, thread_id)
+    finally:
+        conn.execute("COMMIT")
+
+
+def archived_ids(
+    path: str | Path, thread_id: str, conn: sqlite3.Connection | None = None
+) -> dict[str, str]:
     """message id -> state, for one thread, as committed on disk."""
-    conn = raw_connect(path)
+    own = conn is None
+    conn = conn or raw_connect(path)
     try:
         return dict(
             conn.execute(
@@ -215,7 +236,8 @@ def archived_ids(path: str | Path, thread_id: str) -> dict[str, str]:
             ).fetchall()
         )
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 # -- view-level checks --------------------------------------------------------------
@@ -236,10 +258,26 @@ class ThreadChecker:
     db_every: int = 1  # run the database checks every n-th view (0: never)
     verified: set[str] = field(default_factory=set)  # archived copies already compared
     checks: int = 0
+    _conn: sqlite3.Connection | None = field(default=None, repr=False)
 
     @property
     def store(self) -> SQLiteMemoryStore:
         return self.engine.store
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """A read connection of the checker's own (what is committed, not cached)."""
+        if self._conn is None:
+            self._conn = raw_connect(self.store.path)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def check(
         self,
@@ -258,7 +296,12 @@ class ThreadChecker:
         for i, mid in enumerate(hist_ids):
             by_id.setdefault(mid, i)
         view = update.view
+        anonymous: dict[str, list[int]] = {}
+        for i, m in enumerate(history):
+            if m.id is None:
+                anonymous.setdefault(digest(m), []).append(i)
         shown: dict[int, BaseMessage] = {}
+        reduced_at: set[int] = set()
         order: list[int] = []
         memory = 0
         for message in view:
@@ -267,14 +310,22 @@ class ThreadChecker:
                 memory += 1
                 continue
             index = position.get(id(message))
-            if index is None and mark == REDUCED_MARK and message.id in by_id:
-                index = by_id[message.id]
-                original = history[index]
-                if not isinstance(original, ToolMessage) or original.type != message.type:
-                    problems.append(f"{tag}: reduced copy {message.id!r} of a non-tool message")
+            if index is None and message.id is not None:
+                index = by_id.get(message.id)
+            if index is None and message.id is None:
+                index = next(
+                    (i for i in anonymous.get(digest(message), []) if i not in shown), None
+                )
             if index is None:
                 problems.append(f"{tag}: view holds a message not in the history: {message.id!r}")
                 continue
+            original = history[index]
+            if mark == REDUCED_MARK and mark_of(original) != REDUCED_MARK:
+                reduced_at.add(index)
+                if not isinstance(original, ToolMessage) or original.type != message.type:
+                    problems.append(f"{tag}: reduced copy {message.id!r} of a non-tool message")
+            elif message is not original and not same_message(message, original):
+                problems.append(f"{tag}: view shows {hist_ids[index]!r} altered")
             if index in shown:
                 problems.append(f"{tag}: message {hist_ids[index]!r} is twice in the view")
             shown[index] = message
@@ -298,15 +349,15 @@ class ThreadChecker:
             if humans[0] not in shown:
                 problems.append(f"{tag}: first human message {hist_ids[humans[0]]!r} not in view")
             last = humans[-1]
-            if last not in shown or shown[last] is not history[last]:
+            if last not in shown or last in reduced_at:
                 problems.append(
                     f"{tag}: latest human message {hist_ids[last]!r} not verbatim in view"
                 )
 
         # (1) nothing lost
         gone = [i for i in range(len(history)) if i not in shown]
-        reduced = [i for i, m in shown.items() if m is not history[i]]
-        states = archived_ids(self.store.path, self.thread_id) if gone or reduced else {}
+        reduced = sorted(reduced_at)
+        states = archived_ids(self.store.path, self.thread_id, self.conn) if gone or reduced else {}
         for i in gone + reduced:
             mid = hist_ids[i]
             state = states.get(mid)
@@ -324,13 +375,11 @@ class ThreadChecker:
             if len(got) != 1 or not same_message(got[0][1], history[i]):
                 problems.append(f"{tag}: archived copy of {mid!r} differs from the original")
             problems.extend(self._search(tag, mid, history[i]))
-        for i, message in shown.items():
-            if message is history[i] and states.get(hist_ids[i]) == "distilled":
+        for i in shown:
+            if i not in reduced_at and states.get(hist_ids[i]) == "distilled":
                 problems.append(f"{tag}: message {hist_ids[i]!r} is distilled and still shown")
         if self.db_every and self.checks % self.db_every == 0:
-            problems.extend(
-                f"{tag}: {p}" for p in check_db(self.store.path, thread_id=self.thread_id)
-            )
+            problems.extend(f"{tag}: {p}" for p in check_thread(self.conn, self.thread_id))
 
         # (4) fail safe
         stats = update.stats
@@ -728,3 +777,117 @@ def check_after_crash(
     finally:
         store.close()
     return report
+
+
+# -- concurrency workers ------------------------------------------------------------
+
+
+@dataclass
+class WorkerResult:
+    problems: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # exceptions that reached the caller
+    turns: int = 0
+    archived: int = 0  # messages archived (distilled, reduced or archived directly)
+    direct_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerResult:
+        return cls(**json.loads(text))
+
+
+def concurrency_worker(
+    db: str,
+    name: str,
+    threads: int,
+    turns: int,
+    *,
+    engine: ContextDistiller | None = None,
+    budget: int = 500,
+    check: bool = True,
+    direct_every: int = 3,
+) -> WorkerResult:
+    """Drive ``threads`` conversation threads of its own for ``turns`` turns each.
+
+    Opens its own store (one connection) unless an engine is given; interleaves
+    direct ``store.archive`` calls under a thread of its own. Every exception is
+    recorded, never raised: the caller counts them.
+    """
+    result = WorkerResult()
+    own = engine is None
+    try:
+        if engine is None:
+            engine = ContextDistiller(
+                SQLiteMemoryStore(db), budget_tokens=budget, token_counter=cheap_count
+            )
+        sessions = [
+            Session(
+                engine,
+                f"{name}-{t}",
+                zlib.crc32(f"{name}-{t}".encode()),
+                style="view" if t % 2 == 0 else "rewrite",
+                check=check,
+                count=cheap_count,
+            )
+            for t in range(threads)
+        ]
+        for turn in range(turns):
+            for s in sessions:
+                try:
+                    _, problems = s.step()
+                except Exception as exc:
+                    result.errors.append(f"{s.thread_id} turn {s.turn}: {exc!r}")
+                    continue
+                result.turns += 1
+                result.problems.extend(problems)
+            if direct_every and turn % direct_every == 0:
+                records = direct_records(zlib.crc32(name.encode()), turn)
+                records = [
+                    type(r)(f"{name}-{r.message_id}", r.role, r.digest, r.tokens, r.text, r.data)
+                    for r in records
+                ]
+                try:
+                    engine.store.archive(f"{name}-direct", records)
+                    result.direct_ids.extend(r.message_id for r in records)
+                except Exception as exc:
+                    result.errors.append(f"{name}-direct archive: {exc!r}")
+        for s in sessions:
+            stats = engine.store.stats(s.thread_id)
+            result.archived += stats["messages_archived"]
+    except Exception as exc:
+        result.errors.append(f"{name}: {exc!r}")
+    finally:
+        if own and engine is not None:
+            engine.store.close()
+    result.archived += len(result.direct_ids)
+    return result
+
+
+def fork_worker(target: Callable[[], WorkerResult]) -> tuple[int, Any]:
+    """Run ``target`` in a forked child; return (pid, read end of its result pipe)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            payload = target().to_json().encode()
+        except BaseException as exc:
+            payload = WorkerResult(errors=[f"worker crashed: {exc!r}"]).to_json().encode()
+            code = 3
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(code)
+    os.close(write)
+    return pid, os.fdopen(read, "rb")
+
+
+def join_worker(pid: int, pipe: Any) -> WorkerResult:
+    with pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        return WorkerResult(errors=[f"worker {pid} died with status {status}"])
+    return WorkerResult.from_json(data.decode())

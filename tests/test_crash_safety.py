@@ -88,7 +88,7 @@ def test_kill_at_statements_inside_archive_and_distillation(tmp_path: Path) -> N
     total = statements_in(tmp_path, "work", seed)
     assert total > 100
     rng = random.Random(20240611)
-    points = sorted(rng.sample(range(1, total + 1), 24))
+    points = sorted(rng.sample(range(1, total + 1), 12))
     checked = 0
     for n in points:
         db = tmp_path / f"w{n}.db"
@@ -105,7 +105,7 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
     rng = random.Random(7)
     killed = 0
     checked = 0
-    for run in range(8):
+    for run in range(6):
         seed = 100 + run
         db = tmp_path / f"r{run}.db"
         ack = tmp_path / f"r{run}.ack"
@@ -115,7 +115,7 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
         report = check_after_crash(db, ack, seed, THREADS)
         assert not report.problems, f"run {run}: {report.problems[:10]}"
         checked += report.writes_checked
-    assert killed >= 4, "too few runs were killed mid-way to mean anything"
+    assert killed >= 3, "too few runs were killed mid-way to mean anything"
     assert checked > 0
 
 
@@ -123,7 +123,7 @@ def test_repeated_crashes_on_one_archive(tmp_path: Path) -> None:
     """Several writers killed one after another on the same file, each resuming."""
     db = tmp_path / "same.db"
     rng = random.Random(11)
-    for run in range(5):
+    for run in range(4):
         ack = tmp_path / f"same{run}.ack"
         seed = 300 + run
         code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.05, 0.4))
