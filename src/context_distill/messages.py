@@ -123,14 +123,14 @@ def digest(message: BaseMessage) -> str:
     if isinstance(content, str):
         h.update(b"\x00s")
         h.update(content.encode("utf-8", "surrogatepass"))
-    else:
+    else:  # repr is exact for JSON-like values and much cheaper than a JSON dump
         h.update(b"\x00l")
-        h.update(_dumps(content).encode("utf-8", "surrogatepass"))
-    calls = getattr(message, "tool_calls", None)
+        h.update(repr(content).encode("utf-8", "surrogatepass"))
+    calls = message.tool_calls if isinstance(message, AIMessage) else None
     if calls:
         h.update(b"\x00c")
-        h.update(_dumps(calls).encode("utf-8", "surrogatepass"))
-    tool_call_id = getattr(message, "tool_call_id", None)
+        h.update(repr(calls).encode("utf-8", "surrogatepass"))
+    tool_call_id = message.tool_call_id if isinstance(message, ToolMessage) else None
     if tool_call_id:
         h.update(b"\x00t")
         h.update(tool_call_id.encode("utf-8", "surrogatepass"))
@@ -161,7 +161,7 @@ def text_of(message: BaseMessage) -> str:
             else:
                 parts.append(value)
         text = "\n".join(parts)
-    calls = getattr(message, "tool_calls", None)
+    calls = message.tool_calls if isinstance(message, AIMessage) else None
     if calls:
         rendered = "; ".join(
             f"{call.get('name')}({_dumps(call.get('args') or {})})" for call in calls

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +160,10 @@ def count_message(message: BaseMessage, count: TextCounter) -> int:
         for block in content:
             text = block_text(block)
             total += MEDIA_BLOCK_TOKENS if text is None else count(text)
-    for call in getattr(message, "tool_calls", None) or ():
+    for call in message.tool_calls if isinstance(message, AIMessage) else ():
         total += TOOL_CALL_OVERHEAD + count(call.get("name") or "")
         total += count(json.dumps(call.get("args") or {}, ensure_ascii=False, default=str))
-    tool_call_id = getattr(message, "tool_call_id", None)
+    tool_call_id = message.tool_call_id if isinstance(message, ToolMessage) else None
     if tool_call_id:
         total += count(tool_call_id)
     return total

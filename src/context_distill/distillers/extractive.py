@@ -75,7 +75,7 @@ def _label(message: BaseMessage) -> str:
 
 def _tool_summary(result: ToolMessage, stated: frozenset[str]) -> str:
     summary = summarize_output(prose_of(result), stated)
-    if getattr(result, "status", "success") == "error":
+    if result.status == "error":
         summary = f"ERROR {summary}"
     return summary or "(empty)"
 

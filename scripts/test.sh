@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite, with its own set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+exec .venv/bin/python -m pytest -q "$@"
