@@ -131,7 +131,8 @@ def main() -> None:
                 f"{len(state)} messages; {stats.distillations} distillations, {stats.facts} facts"
             )
         memory = next(
-            m for m in graph.get_state(config).values["messages"]
+            m
+            for m in graph.get_state(config).values["messages"]
             if m.additional_kwargs.get("context_distill") == "memory"
         )
         print("\nmemory block (first lines):")

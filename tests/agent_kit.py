@@ -149,14 +149,25 @@ def respond(messages: list[BaseMessage]) -> Any:
         key = f"T{turn}-{step}-{k}"
         city = _CITIES[number % len(_CITIES)]
         if number % 25 == 24:
-            calls.append(ToolCall(name="run_tests", args={"target": city.lower(), "key": key},
-                                  id=_id(turn, step, k)))
+            calls.append(
+                ToolCall(
+                    name="run_tests",
+                    args={"target": city.lower(), "key": key},
+                    id=_id(turn, step, k),
+                )
+            )
         elif number % 5 == 2:
-            calls.append(ToolCall(name="search_docs", args={"query": f"rollout {city}",
-                                                            "key": key}, id=_id(turn, step, k)))
+            calls.append(
+                ToolCall(
+                    name="search_docs",
+                    args={"query": f"rollout {city}", "key": key},
+                    id=_id(turn, step, k),
+                )
+            )
         else:
-            calls.append(ToolCall(name="get_weather", args={"city": city, "key": key},
-                                  id=_id(turn, step, k)))
+            calls.append(
+                ToolCall(name="get_weather", args={"city": city, "key": key}, id=_id(turn, step, k))
+            )
     return calls
 
 

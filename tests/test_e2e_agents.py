@@ -94,8 +94,16 @@ def _recall(app: Any, thread: str) -> tuple[str, str]:
 def _restart(kind: str, archive: Path, checkpoints: Path, *texts: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
     done = subprocess.run(
-        [sys.executable, str(HERE / "agent_kit.py"), "continue", kind, str(archive),
-         str(checkpoints), "A", *texts],
+        [
+            sys.executable,
+            str(HERE / "agent_kit.py"),
+            "continue",
+            kind,
+            str(archive),
+            str(checkpoints),
+            "A",
+            *texts,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -160,7 +168,10 @@ def test_langgraph_graph_rewrite_mode(tmp_path: Path) -> None:
         f"{checkpoints.stat().st_size / 1e6:.1f} MB"
     )
     result = _restart(
-        "graph-rewrite", archive, checkpoints, "turn 11: make 20 tool calls",
+        "graph-rewrite",
+        archive,
+        checkpoints,
+        "turn 11: make 20 tool calls",
         f"recall: {kit.first_weather_id()}",
     )
     _after_restart(result, stats.tokens_in, stats.facts)
@@ -219,7 +230,10 @@ def test_create_agent_view_mode_async(tmp_path: Path) -> None:
         f"{checkpoints.stat().st_size / 1e6:.1f} MB"
     )
     result = _restart(
-        "agent-view", archive, checkpoints, "turn 11: make 20 tool calls",
+        "agent-view",
+        archive,
+        checkpoints,
+        "turn 11: make 20 tool calls",
         f"recall: {kit.first_weather_id()}",
     )
     _after_restart(result, stats.tokens_in, stats.facts)

@@ -129,9 +129,7 @@ def test_view_mode_as_plain_callable_and_runnable() -> None:
     assert view_tokens(view) <= 400
     # The same through the runnable interface, sync and async, on a fresh thread.
     sync = node.invoke({"messages": history}, config("c2"))[LLM_INPUT_KEY].value
-    async_view = asyncio.run(node.ainvoke({"messages": history}, config("c3")))[
-        LLM_INPUT_KEY
-    ].value
+    async_view = asyncio.run(node.ainvoke({"messages": history}, config("c3")))[LLM_INPUT_KEY].value
     assert [m.id for m in sync] == [m.id for m in async_view]
     assert [m.id for m in sync[3:]] == [m.id for m in view[3:]]
 

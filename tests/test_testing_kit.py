@@ -24,8 +24,15 @@ def _call(*ids: str) -> AIMessage:
 
 def test_valid_request_passes() -> None:
     check_model_input(
-        [SYSTEM, TASK, _call("a", "b"), ToolMessage("1", tool_call_id="a"),
-         ToolMessage("2", tool_call_id="b"), AIMessage("done"), HumanMessage("more")],
+        [
+            SYSTEM,
+            TASK,
+            _call("a", "b"),
+            ToolMessage("1", tool_call_id="a"),
+            ToolMessage("2", tool_call_id="b"),
+            AIMessage("done"),
+            HumanMessage("more"),
+        ],
         system_prompt="system prompt",
         task="the task",
     )
@@ -39,8 +46,13 @@ def test_valid_request_passes() -> None:
         ([SYSTEM, TASK, _call("a", "b"), ToolMessage("1", tool_call_id="a")], "not answered"),
         ([SYSTEM, TASK, ToolMessage("1", tool_call_id="a")], "without its call"),
         (
-            [SYSTEM, TASK, _call("a"), ToolMessage("1", tool_call_id="a"),
-             ToolMessage("2", tool_call_id="a")],
+            [
+                SYSTEM,
+                TASK,
+                _call("a"),
+                ToolMessage("1", tool_call_id="a"),
+                ToolMessage("2", tool_call_id="a"),
+            ],
             "second result",
         ),
         (
@@ -48,8 +60,14 @@ def test_valid_request_passes() -> None:
             "not answered",
         ),
         (
-            [SYSTEM, TASK, _call("a"), ToolMessage("1", tool_call_id="a"), _call("a"),
-             ToolMessage("1", tool_call_id="a")],
+            [
+                SYSTEM,
+                TASK,
+                _call("a"),
+                ToolMessage("1", tool_call_id="a"),
+                _call("a"),
+                ToolMessage("1", tool_call_id="a"),
+            ],
             "used twice",
         ),
         ([SYSTEM, HumanMessage("another task")], "task"),
@@ -74,8 +92,12 @@ def test_script_then_respond_then_exhausted() -> None:
 
 
 def test_streaming_yields_words_and_whole_tool_calls() -> None:
-    model = ScriptedChatModel(script=["three little words", [tool_call("f", _id="c1", a=1),
-                                                             tool_call("g", _id="c2", b=2)]])
+    model = ScriptedChatModel(
+        script=[
+            "three little words",
+            [tool_call("f", _id="c1", a=1), tool_call("g", _id="c2", b=2)],
+        ]
+    )
     chunks = list(model.stream("hi"))
     assert [c.content for c in chunks if c.content] == ["three ", "little ", "words"]
     tool_chunks = list(model.stream("hi"))

@@ -90,9 +90,7 @@ class ContextDistillMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return None
         return {"messages": Overwrite(list(update.view))}
 
-    def before_model(
-        self, state: AgentState[Any], runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
+    def before_model(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
         if self.mode != "rewrite":
             return None
         thread_id = _thread_of(runtime)
