@@ -21,7 +21,7 @@ from agent_kit import (
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Overwrite
 
 from context_distill import ContextDistiller, Distiller, SQLiteMemoryStore
@@ -30,6 +30,7 @@ from context_distill.langgraph import (
     LLM_INPUT_KEY,
     DistillNode,
     DistillState,
+    InvalidStateError,
     MissingThreadIdError,
 )
 from context_distill.types import Group, GroupFacts
@@ -240,3 +241,20 @@ def test_distillation_never_reaches_the_token_stream(mode: str, use_async: bool)
     # The agent's own tokens do stream.
     streamed = "".join(m.text for m, meta in items if meta["langgraph_node"] == "agent")
     assert "Turn 2 done: 30 tool calls made." in streamed
+
+
+def test_view_mode_in_a_state_without_the_view_key_is_a_clear_error() -> None:
+    builder = StateGraph(MessagesState)
+    builder.add_node("distill", DistillNode(_engine()))  # type: ignore[arg-type]
+    builder.add_edge(START, "distill")
+    builder.add_edge("distill", END)
+    with pytest.raises(InvalidStateError, match="DistillState"):
+        builder.compile().invoke({"messages": _long_history(1)}, config("k"))
+    # Rewrite mode needs no extra key.
+    rewrite = StateGraph(MessagesState)
+    rewrite.add_node("distill", DistillNode(_engine(), mode="rewrite"))  # type: ignore[arg-type]
+    rewrite.add_edge(START, "distill")
+    rewrite.add_edge("distill", END)
+    assert (
+        len(rewrite.compile().invoke({"messages": _long_history(1)}, config("k2"))["messages"]) == 4
+    )

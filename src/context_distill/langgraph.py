@@ -14,7 +14,7 @@ the user's token stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, BaseMessage
@@ -34,6 +34,7 @@ from ._doors import (
     thread_id_from,
 )
 from .engine import ContextDistiller, ContextUpdate
+from .errors import ContextDistillError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ __all__ = [
     "LLM_INPUT_KEY",
     "DistillNode",
     "DistillState",
+    "InvalidStateError",
     "MissingThreadIdError",
     "replace_messages",
 ]
@@ -54,6 +56,10 @@ def replace_messages(
 ) -> list[AnyMessage]:
     """Reducer that replaces the value: each turn's view supersedes the last one."""
     return list(new or [])
+
+
+class InvalidStateError(ContextDistillError, TypeError):
+    """A graph state the node cannot write its view to."""
 
 
 class DistillState(MessagesState):
@@ -94,6 +100,22 @@ class DistillNode(Runnable[Any, dict[str, Any]]):
         found = thread_id_from(config) or thread_id_from(current_config())
         return require_thread_id(found, "DistillNode")
 
+    def _check_state(self, state: Any, config: RunnableConfig | None) -> None:
+        """In a graph, view mode needs a key for the view; say so instead of dropping it."""
+        in_graph = bool(((config or {}).get("metadata") or {}).get("langgraph_node"))
+        if self.mode != "view" or not in_graph:
+            return
+        if isinstance(state, Mapping):
+            present, value = LLM_INPUT_KEY in state, state.get(LLM_INPUT_KEY)
+        else:
+            present, value = hasattr(state, LLM_INPUT_KEY), getattr(state, LLM_INPUT_KEY, None)
+        if not present or isinstance(value, Overwrite):
+            raise InvalidStateError(
+                f"DistillNode in view mode writes the view to {LLM_INPUT_KEY!r}, which this "
+                "graph's state lacks or keeps without a reducer: use DistillState, or declare "
+                f"{LLM_INPUT_KEY}: Annotated[list[AnyMessage], replace_messages]"
+            )
+
     def _output(self, update: ContextUpdate) -> dict[str, Any]:
         stats = update.stats
         if stats.over_budget:
@@ -114,6 +136,7 @@ class DistillNode(Runnable[Any, dict[str, Any]]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         thread_id = self._thread(config)
+        self._check_state(input, config)
         messages: list[BaseMessage] = messages_of(input)
         with quiet_runs():
             update = self.engine.update(thread_id, messages)
@@ -123,6 +146,7 @@ class DistillNode(Runnable[Any, dict[str, Any]]):
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         thread_id = self._thread(config)
+        self._check_state(input, config)
         messages: list[BaseMessage] = messages_of(input)
         with quiet_runs():
             update = await self.engine.aupdate(thread_id, messages)
