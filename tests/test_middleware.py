@@ -16,6 +16,7 @@ from agent_kit import (
     config,
     first_input,
     make_model,
+    request_id,
     turns,
     view_tokens,
 )
@@ -182,3 +183,27 @@ def test_stream_shows_the_agent_tokens_only(mode: str) -> None:
         assert "SECRET" not in message.text and "[Memory]" not in message.text
     streamed = "".join(m.text for m, meta in items if meta["langgraph_node"] == "model")
     assert "Turn 3 done: 10 tool calls made." in streamed
+
+
+def test_concurrent_threads_on_one_engine_stay_apart(tmp_path: Any) -> None:
+    engine = ContextDistiller(SQLiteMemoryStore(tmp_path / "a.sqlite"), budget_tokens=BUDGET)
+    model = make_model()
+    app = build_agent(engine, model, mode="view", checkpointer=InMemorySaver())
+
+    async def main() -> list[dict[str, Any]]:
+        return await asyncio.gather(
+            *(
+                _arun(app, thread, turns(3, 30, first=first))
+                for thread, first in (("A", 1), ("B", 101), ("C", 201))
+            )
+        )
+
+    finals = [state["messages"][-1].text for state in asyncio.run(main())]
+    assert finals == [f"Turn {n} done: 30 tool calls made." for n in (3, 103, 203)]
+    for thread, first in (("A", 1), ("B", 101), ("C", 201)):
+        stats = engine.stats(thread)
+        assert stats.distillations > 0 and stats.peak_view_tokens <= BUDGET
+        marker = request_id("weather", "Berlin", f"T{first}-0-0")  # its first tool result
+        assert engine.store.search(marker, thread_id=thread)
+        for other in {"A", "B", "C"} - {thread}:
+            assert not engine.store.search(marker, thread_id=other)
