@@ -417,3 +417,43 @@ def test_a_turn_counts_only_its_new_messages(store: SQLiteMemoryStore) -> None:
     engine.update("t", [*history, extra])
     # one new message: its role and its text, nothing of the 600 before it
     assert seen == ["human", "one more question"]
+
+
+class SlowExtractive(Distiller):
+    """The extractive distiller behind a delay, recording which threads call it."""
+
+    name = "slow-extractive"
+
+    def __init__(self, delay: float) -> None:
+        from context_distill.distillers import ExtractiveDistiller
+
+        self.inner = ExtractiveDistiller()
+        self.delay = delay
+        self.callers: list[str] = []
+
+    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
+        import time
+
+        self.callers.append(threading.current_thread().name)
+        time.sleep(self.delay)
+        return self.inner.distill(groups)
+
+
+def test_background_distillation_gives_the_foreground_result(tmp_path: Path) -> None:
+    history = agent_history(70)
+    foreground = ContextDistiller(
+        SQLiteMemoryStore(tmp_path / "f.db"), budget_tokens=1500, token_counter=cheap,
+        distiller=SlowExtractive(0.0),
+    )  # fmt: skip
+    slow = SlowExtractive(0.02)
+    background = ContextDistiller(
+        SQLiteMemoryStore(tmp_path / "b.db"), budget_tokens=1500, token_counter=cheap,
+        distiller=slow, background=True,
+    )  # fmt: skip
+    expected = [u.view for u in replay(foreground, history)]
+    got = [u.view for u in replay(background, history)]
+    assert [[m.content for m in v] for v in got] == [[m.content for m in v] for v in expected]
+    assert "context-distill-background" in slow.callers
+    log = background.store.distillations("t")
+    assert log and all(entry["outcome"] == "ok" for entry in log)
+    assert sum(entry["details"].get("prefetched_groups", 0) for entry in log) > 0

@@ -53,7 +53,9 @@ def test_message_count_includes_role_name_calls_and_results() -> None:
     assert plain == MESSAGE_OVERHEAD + count("human") + 2
     named = count_message(HumanMessage("hello world", name="alice"), count)
     assert named == plain + count("alice") + 1
-    call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Berlin"}, "id": "c1"}])
+    call = AIMessage(
+        "", tool_calls=[{"name": "get_weather", "args": {"city": "Berlin"}, "id": "c1"}]
+    )
     with_call = count_message(call, count)
     assert with_call > MESSAGE_OVERHEAD + count("ai") + count("get_weather")
     result = count_message(ToolMessage("7.5 C", tool_call_id="c1"), count)

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 _MAX_ROUNDS = 4  # distillation rounds in one turn before the view is returned anyway
 _MAX_BACKOFF_TURNS = 32
 _MAX_THREADS_CACHED = 1024
+_TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,23 @@ class _Outcome:
     error: BaseException | None = None
     outcome: str = "ok"
     duration_s: float = 0.0
+    prefetched: int = 0  # groups whose facts were made in the background
+
+
+def _prepared_key(group: Group) -> tuple[Any, ...]:
+    return (group.message_ids, group.anchor, group.target_tokens)
+
+
+def _merge(ready: list[GroupFacts | None], fresh: list[GroupFacts]) -> list[GroupFacts]:
+    """Prepared results in place, fresh ones filling the gaps in order."""
+    if not isinstance(fresh, list):
+        return fresh  # let the output check name what came back
+    supply = iter(fresh)
+    merged: list[GroupFacts] = [
+        found if found is not None else next(supply, None) for found in ready
+    ]  # type: ignore[misc]
+    extra = list(supply)
+    return merged + extra  # a length mismatch is reported by the output check
 
 
 @dataclass(slots=True)
@@ -109,6 +127,10 @@ class _Thread:
     version: int = 0
     last_error: str | None = None
     skip: frozenset[str] = frozenset()  # distilled ids a view-style input still holds
+    # Background distillation: facts made ahead of time, keyed by what they were made of.
+    prepared: dict[tuple[Any, ...], GroupFacts] = field(default_factory=dict)
+    prepared_lock: threading.Lock = field(default_factory=threading.Lock)
+    prefetching: threading.Event | None = None  # set when the running prefetch ends
 
 
 def _id_at(messages: Sequence[BaseMessage], index: int) -> str:
@@ -136,6 +158,8 @@ class ContextDistiller:
         max_tool_result_tokens: int | None = None,
         distill_timeout_s: float | None = 120.0,
         recall_tool: str | None = None,
+        background: bool = False,
+        background_at: float = 0.8,
     ) -> None:
         if not isinstance(budget_tokens, int) or budget_tokens <= 0:
             raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
@@ -164,6 +188,10 @@ class ContextDistiller:
         self.distill_timeout_s = distill_timeout_s
         self.distiller = resolve_distiller(distiller)
         self.recall_tool = recall_tool
+        if not 0 < background_at <= 1:
+            raise ValueError(f"background_at must be a fraction of the budget, not {background_at}")
+        self.background = background
+        self.background_at_tokens = max(int(budget_tokens * background_at), 1)
         self._count: TextCounter = resolve_counter(token_counter)
         self._tokens = TokenCache(self._count)
         self._threads: OrderedDict[str, _Thread] = OrderedDict()
@@ -188,9 +216,10 @@ class ContextDistiller:
             job = self._begin(thread, messages)
             self._flush_reduced(thread)
             while job is not None:
-                outcome = self._run(job)
+                outcome = self._run(thread, job)
                 job, done = self._finish(thread, job, outcome)
                 distilled = distilled or done
+            self._maybe_prefetch(thread)
             return self._result(thread, version, distilled)
 
     async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
@@ -205,9 +234,10 @@ class ContextDistiller:
             if thread.ledger.to_archive:
                 await asyncio.to_thread(self._flush_reduced, thread)
             while job is not None:
-                outcome = await self._arun(job)
+                outcome = await self._arun(thread, job)
                 job, done = await asyncio.to_thread(self._finish, thread, job, outcome)
                 distilled = distilled or done
+            self._maybe_prefetch(thread)
             return self._result(thread, version, distilled)
         finally:
             thread.lock.release()
@@ -342,20 +372,24 @@ class ContextDistiller:
 
     def _plan(self, thread: _Thread, round_: int) -> _Job | None:
         """Decide whether to distill, and which groups, oldest first."""
-        ledger = thread.ledger
-        memory = thread.memory
-        view = ledger.view_tokens(memory.tokens)
+        view = thread.ledger.view_tokens(thread.memory.tokens)
         if view <= self.budget_tokens and round_ == 0:
             return None
         if view <= self.target_tokens or round_ >= _MAX_ROUNDS:
             return None
         if round_ == 0 and thread.turn < thread.retry_turn:
             return None
+        job = self._select(thread, view - self.target_tokens, view, round_)
+        if job is None:
+            self._fit_memory(thread)
+        return job
+
+    def _select(self, thread: _Thread, need: float, view: int, round_: int) -> _Job | None:
+        """The oldest distillable groups expected to save ``need`` tokens, as requests."""
+        ledger = thread.ledger
         candidates = ledger.candidates(self.keep_recent_tokens)
         if not candidates:
-            self._fit_memory(thread)
             return None
-        need = view - self.target_tokens
         chosen: list[LiveGroup] = []
         saved = 0.0
         for group in candidates:
@@ -370,11 +404,12 @@ class ContextDistiller:
         requests: list[Group] = []
         picked = {id(group) for group in chosen}
         walk = list(ledger.stale) + list(ledger.groups)
-        remaining = len(chosen)
+        ordered: list[LiveGroup] = []
         for group in walk:
-            if remaining == 0:
+            if len(ordered) == len(chosen):
                 break
             if id(group) in picked:
+                ordered.append(group)
                 requests.append(
                     Group(
                         thread_id=thread.thread_id,
@@ -382,54 +417,68 @@ class ContextDistiller:
                         message_ids=tuple(group.ids),
                         tokens=group.tokens,
                         anchor=anchor,
-                        target_tokens=max(1, int(group.tokens * thread.ratio)),
+                        target_tokens=max(1, int(group.tokens * _TARGET_RATIO)),
                     )
                 )
-                remaining -= 1
             anchor = advance(anchor, group.messages)
-        ordered = [g for g in walk if id(g) in picked]
         return _Job(ordered, requests, view, anchor, round_)
 
-    def _run(self, job: _Job) -> _Outcome:
-        started = time.perf_counter()
+    def _call(self, groups: Sequence[Group]) -> list[GroupFacts]:
+        """The distiller on some groups, within the timeout (it may keep running after)."""
         timeout = self.distill_timeout_s
-        box: dict[str, Any] = {}
         if timeout is None:
+            return self.distiller.distill(groups)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
             try:
-                box["results"] = self.distiller.distill(job.groups)
-            except Exception as exc:
+                box["results"] = self.distiller.distill(groups)
+            except BaseException as exc:
                 box["error"] = exc
-        else:
-            done = threading.Event()
+            finally:
+                done.set()
 
-            def work() -> None:
-                try:
-                    box["results"] = self.distiller.distill(job.groups)
-                except BaseException as exc:
-                    box["error"] = exc
-                finally:
-                    done.set()
-
-            threading.Thread(target=work, name="context-distill", daemon=True).start()
-            if not done.wait(timeout):
-                return _Outcome(
-                    error=TimeoutError(f"distiller did not answer within {timeout} s"),
-                    outcome="timeout",
-                    duration_s=time.perf_counter() - started,
-                )
-        elapsed = time.perf_counter() - started
+        threading.Thread(target=work, name="context-distill", daemon=True).start()
+        if not done.wait(timeout):
+            raise TimeoutError(f"distiller did not answer within {timeout} s")
         if "error" in box:
-            return _Outcome(error=box["error"], outcome="failed", duration_s=elapsed)
-        return _Outcome(results=box.get("results"), duration_s=elapsed)
+            raise box["error"]
+        results: list[GroupFacts] = box["results"]
+        return results
 
-    async def _arun(self, job: _Job) -> _Outcome:
+    def _run(self, thread: _Thread, job: _Job) -> _Outcome:
         started = time.perf_counter()
+        ready = self._take_prepared(thread, job, wait=True)
+        missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
         try:
-            call = self.distiller.adistill(job.groups)
-            if self.distill_timeout_s is None:
-                results = await call
+            fresh = self._call(missing) if missing else []
+        except TimeoutError as exc:
+            return _Outcome(error=exc, outcome="timeout", duration_s=time.perf_counter() - started)
+        except Exception as exc:
+            return _Outcome(error=exc, outcome="failed", duration_s=time.perf_counter() - started)
+        return _Outcome(
+            results=_merge(ready, fresh),
+            duration_s=time.perf_counter() - started,
+            prefetched=len(job.groups) - len(missing),
+        )
+
+    async def _arun(self, thread: _Thread, job: _Job) -> _Outcome:
+        started = time.perf_counter()
+        event = thread.prefetching
+        if event is not None and self.distill_timeout_s is not None:
+            await asyncio.to_thread(event.wait, self.distill_timeout_s)
+        ready = self._take_prepared(thread, job, wait=False)
+        missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
+        try:
+            if not missing:
+                fresh: list[GroupFacts] = []
+            elif self.distill_timeout_s is None:
+                fresh = await self.distiller.adistill(missing)
             else:
-                results = await asyncio.wait_for(call, self.distill_timeout_s)
+                fresh = await asyncio.wait_for(
+                    self.distiller.adistill(missing), self.distill_timeout_s
+                )
         except asyncio.TimeoutError:
             return _Outcome(
                 error=TimeoutError(f"distiller did not answer within {self.distill_timeout_s} s"),
@@ -438,7 +487,67 @@ class ContextDistiller:
             )
         except Exception as exc:
             return _Outcome(error=exc, outcome="failed", duration_s=time.perf_counter() - started)
-        return _Outcome(results=results, duration_s=time.perf_counter() - started)
+        return _Outcome(
+            results=_merge(ready, fresh),
+            duration_s=time.perf_counter() - started,
+            prefetched=len(job.groups) - len(missing),
+        )
+
+    # -- background distillation ---------------------------------------------
+
+    def _take_prepared(self, thread: _Thread, job: _Job, *, wait: bool) -> list[GroupFacts | None]:
+        """Facts made ahead for the job's groups (waiting for a prefetch under way)."""
+        event = thread.prefetching
+        if wait and event is not None and not event.is_set():
+            event.wait(self.distill_timeout_s)
+        with thread.prepared_lock:
+            return [thread.prepared.pop(_prepared_key(group), None) for group in job.groups]
+
+    def _maybe_prefetch(self, thread: _Thread) -> None:
+        """Past the soft threshold, distill the groups the next crossing will need, aside."""
+        if not self.background:
+            return
+        event = thread.prefetching
+        if event is not None and not event.is_set():
+            return
+        view = thread.ledger.view_tokens(thread.memory.tokens)
+        if not self.background_at_tokens <= view <= self.budget_tokens:
+            return
+        if thread.turn < thread.retry_turn:
+            return
+        # A crossing distills at least budget - target; prepare a little more.
+        job = self._select(thread, 1.25 * (self.budget_tokens - self.target_tokens), view, 0)
+        if job is None:
+            return
+        live = set(thread.ledger.live_ids)
+        with thread.prepared_lock:
+            for key in [k for k in thread.prepared if not set(k[0]) <= live]:
+                del thread.prepared[key]  # distilled meanwhile, or made for another anchor
+            todo = [g for g in job.groups if _prepared_key(g) not in thread.prepared]
+        if not todo:
+            return
+        done = threading.Event()
+        thread.prefetching = done
+
+        def work() -> None:
+            try:
+                results = self.distiller.distill(todo)
+                if isinstance(results, list) and len(results) == len(todo):
+                    with thread.prepared_lock:
+                        for group, result in zip(todo, results, strict=True):
+                            if isinstance(result, GroupFacts) and result.facts:
+                                thread.prepared[_prepared_key(group)] = result
+            except Exception as exc:  # the crossing turn distills these itself
+                logger.warning(
+                    "thread %s: background distillation failed (%s); will distill in the "
+                    "foreground",
+                    thread.thread_id,
+                    exc,
+                )
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="context-distill-background", daemon=True).start()
 
     def _checked(self, job: _Job, outcome: _Outcome) -> tuple[list[list[Fact]], str | None]:
         """Facts per group if the distiller's output is usable, else the reason it is not."""
@@ -505,7 +614,7 @@ class ContextDistiller:
             fact_tokens=sum(r.tokens for r in records) if reason is None else 0,
             duration_s=outcome.duration_s,
             error=reason,
-            details=self._details(outcome.results) if reason is None else {},
+            details=self._details(outcome) if reason is None else {},
         )
         if reason is not None:
             self._fail(thread, log, reason)
@@ -557,7 +666,8 @@ class ContextDistiller:
         )
         return self._plan(thread, job.round + 1), True
 
-    def _details(self, results: list[GroupFacts] | None) -> dict[str, Any]:
+    def _details(self, outcome: _Outcome) -> dict[str, Any]:
+        results = outcome.results
         if not results:
             return {}
         dropped = sum(r.dropped for r in results)
@@ -570,6 +680,8 @@ class ContextDistiller:
             details["fallbacks"] = {name: fallbacks.count(name) for name in set(fallbacks)}
         if notes:
             details["notes"] = notes[:20]
+        if outcome.prefetched:
+            details["prefetched_groups"] = outcome.prefetched
         return details
 
     def _backoff(self, thread: _Thread) -> int:
