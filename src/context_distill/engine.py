@@ -133,8 +133,10 @@ class _Thread:
     prefetching: threading.Event | None = None  # set when the running prefetch ends
 
 
-def _id_at(messages: Sequence[BaseMessage], index: int) -> str:
+def _id_at(messages: Sequence[BaseMessage], index: int) -> str | None:
     message = messages[index]
+    if not isinstance(message, BaseMessage):
+        return None  # not a message: the ledger refuses it with InvalidMessageError
     return message.id or derived_id(message, index)
 
 
