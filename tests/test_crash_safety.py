@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import sqlite3
 import time
 import traceback
 from pathlib import Path
@@ -43,16 +45,18 @@ def fork_writer(
             traceback.print_exc()
             code = 3
         os._exit(code)
+    done, status = 0, 0
     if kill_after_s is not None:
         deadline = time.monotonic() + kill_after_s
         while time.monotonic() < deadline:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
             time.sleep(0.002)
         else:
             os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    if not done:
+        _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -130,3 +134,35 @@ def test_repeated_crashes_on_one_archive(tmp_path: Path) -> None:
         assert code in (0, -signal.SIGKILL)
         report = check_after_crash(db, ack, seed, THREADS, resume_turns=1)
         assert not report.problems, f"run {run}: {report.problems[:10]}"
+
+
+def _old_v1_archive(path: Path) -> None:
+    """An archive as the first release wrote it: schema 1, no threads.memory_cap."""
+    from context_distill.store import MessageRecord
+
+    with SQLiteMemoryStore(path) as store:
+        store.archive("old", [MessageRecord("m1", "human", "d", 3, "hello old archive", "{}")])
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ALTER TABLE threads DROP COLUMN memory_cap")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_kill_at_every_statement_of_an_upgrade(tmp_path: Path) -> None:
+    template = tmp_path / "v1.db"
+    _old_v1_archive(template)
+    probe = tmp_path / "probe.db"
+    shutil.copy(template, probe)
+    total = crash_writer(str(probe), str(tmp_path / "probe.ack"), 1, THREADS, TURNS, "migrate", 0)
+    assert total >= 3
+    for n in range(1, total + 1):
+        db = tmp_path / f"u{n}.db"
+        shutil.copy(template, db)
+        code = fork_writer(db, tmp_path / f"u{n}.ack", 1, "migrate", n)
+        assert code == -signal.SIGKILL, f"writer ended with {code} instead of being killed"
+        assert not check_db(db), f"killed at upgrade statement {n}/{total}"
+        with SQLiteMemoryStore(db) as store:
+            assert store.schema_version == SCHEMA_VERSION
+            assert store.search("hello", thread_id="old")[0].message_id == "m1"
+            assert store.load_thread("old").memory_cap is None
+        assert not check_db(db)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Message states in the archive.
 ARCHIVED = "archived"  # stored, still in the view
@@ -177,16 +178,70 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE INDEX facts_thread ON facts (thread_id, id)")
     db.execute("CREATE INDEX distillations_thread ON distillations (thread_id, id)")
-    db["messages"].enable_fts(["text"], create_triggers=True, tokenize="porter unicode61")
-    db["facts"].enable_fts(["text"], create_triggers=True, tokenize="porter unicode61")
+    db.table("messages").enable_fts(["text"], create_triggers=True, tokenize="porter unicode61")
+    db.table("facts").enable_fts(["text"], create_triggers=True, tokenize="porter unicode61")
 
 
-_MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = ((1, _v1),)
+def _v2(db: sqlite_utils.Database) -> None:
+    """``threads.memory_cap``: archives made before it was part of the first schema lack it."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)").fetchall()}
+    if "memory_cap" not in columns:
+        db.execute("ALTER TABLE threads ADD COLUMN memory_cap INTEGER")
+
+
+_MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
+    (1, _v1),
+    (2, _v2),
+)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+_PHRASE = re.compile(r'"([^"]*)"|([^\s"]+)')
+
+
+def fts_query(text: str) -> str:
+    """A full-text query that matches the words of ``text`` and never fails to parse.
+
+    Each word becomes a quoted string (a ``"quoted phrase"`` stays a phrase), so FTS5
+    operators and punctuation are plain text; NUL (which ends an FTS5 string) and
+    other control characters separate words, and lone surrogates are replaced.
+    """
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(" " if ch < " " or ch == "\x7f" else ch for ch in text)
+    terms = []
+    for phrase, word in _PHRASE.findall(text):
+        term = phrase if phrase else word
+        if term.strip():
+            terms.append('"' + term.replace('"', '""') + '"')
+    return " ".join(terms)
+
+
+def _storable(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_thread_id(thread_id: object) -> str:
+    """The thread id as stored, or StoreError for one SQLite cannot store as text."""
+    if not isinstance(thread_id, str) or not thread_id:
+        raise StoreError(f"thread id must be a non-empty string, not {thread_id!r}")
+    try:
+        thread_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StoreError(
+            f"thread id {thread_id!r} cannot be stored: not valid Unicode "
+            f"(unpaired surrogate at character {exc.start})"
+        ) from None
+    return thread_id
 
 
 class SQLiteMemoryStore:
@@ -284,11 +339,11 @@ class SQLiteMemoryStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = body()
+                conn.execute("COMMIT")  # a COMMIT that fails (busy) rolls back and retries
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         with self._lock:
@@ -296,6 +351,10 @@ class SQLiteMemoryStore:
                 return self._retry(attempt)
             except sqlite3.Error as exc:
                 raise StoreError(f"writing to {self.path!r} failed: {exc}") from exc
+            except UnicodeEncodeError as exc:
+                raise StoreError(
+                    f"writing to {self.path!r} failed: text that is not valid Unicode ({exc})"
+                ) from exc
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -307,8 +366,7 @@ class SQLiteMemoryStore:
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._reading() as conn:
-            cursor = self._retry(lambda: conn.execute(sql, params))
-            return list(cursor.fetchall())
+            return self._retry(lambda: list(conn.execute(sql, params).fetchall()))
 
     # -- writes ---------------------------------------------------------------
 
@@ -390,6 +448,7 @@ class SQLiteMemoryStore:
         self, thread_id: str, records: Sequence[MessageRecord], *, state: str = ARCHIVED
     ) -> dict[str, int]:
         """Archive messages (already archived ones are left as they are)."""
+        _check_thread_id(thread_id)
         now = time.time()
 
         def body() -> dict[str, int]:
@@ -412,6 +471,7 @@ class SQLiteMemoryStore:
 
         Returns the log id, the archive number of every original, and the facts as stored.
         """
+        _check_thread_id(thread_id)
         now = time.time()
 
         def body() -> tuple[int, dict[str, int], list[StoredFact]]:
@@ -455,6 +515,7 @@ class SQLiteMemoryStore:
 
     def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
         """Remember how much room the memory block had, so a restart shows the same view."""
+        _check_thread_id(thread_id)
 
         def body() -> None:
             self._conn.execute(
@@ -465,6 +526,7 @@ class SQLiteMemoryStore:
 
     def record_failure(self, thread_id: str, log: DistillationLog) -> int:
         """Log a distillation that did not happen (the history stays as it was)."""
+        _check_thread_id(thread_id)
         now = time.time()
 
         def body() -> int:
@@ -475,6 +537,7 @@ class SQLiteMemoryStore:
 
     def delete_thread(self, thread_id: str) -> None:
         """Forget a thread: its messages, facts and log."""
+        _check_thread_id(thread_id)
 
         def body() -> None:
             conn = self._conn
@@ -486,8 +549,11 @@ class SQLiteMemoryStore:
     # -- reads ----------------------------------------------------------------
 
     def load_thread(self, thread_id: str) -> ThreadSnapshot:
-        """Everything a process needs to continue a thread."""
-        with self._reading() as conn:
+        """Everything a process needs to continue a thread (one consistent snapshot)."""
+        _check_thread_id(thread_id)
+
+        def read() -> tuple[Any, ...]:
+            conn = self._conn
             conn.execute("BEGIN")
             try:
                 states = conn.execute(
@@ -509,7 +575,12 @@ class SQLiteMemoryStore:
                     (thread_id,),
                 ).fetchone()
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+            return states, fact_rows, thread, counts
+
+        with self._reading():
+            states, fact_rows, thread, counts = self._retry(read)
         distilled = frozenset(row[0] for row in states if row[1] == DISTILLED)
         reduced = frozenset(row[0] for row in states if row[1] == REDUCED)
         return ThreadSnapshot(
@@ -528,8 +599,11 @@ class SQLiteMemoryStore:
         self, thread_id: str, *, ids: Sequence[str] = (), refs: Sequence[int] = ()
     ) -> list[tuple[int, BaseMessage]]:
         """Archived originals, exactly as they came in, by message id or archive number."""
+        _check_thread_id(thread_id)
         out: dict[int, BaseMessage] = {}
         for message_id in ids:
+            if not _storable(message_id):
+                continue  # an id that cannot be stored is not in the archive
             for row in self._rows(
                 "SELECT seq, data FROM messages WHERE thread_id = ? AND message_id = ?",
                 (thread_id, message_id),
@@ -550,8 +624,14 @@ class SQLiteMemoryStore:
         limit: int = 20,
         kinds: Sequence[str] = ("message", "fact"),
     ) -> list[SearchHit]:
-        """Full-text search over archived originals and/or facts, best matches first."""
-        match = self.db.quote_fts(query)
+        """Full-text search over archived originals and/or facts, best matches first.
+
+        ``query`` is plain text: its words must all occur (a ``"quoted phrase"`` in that
+        order); FTS5 operators and punctuation in it are taken as text, never as syntax.
+        """
+        if thread_id is not None:
+            _check_thread_id(thread_id)
+        match = fts_query(query)
         if not match.strip('" '):
             return []
         scope = "AND m.thread_id = ?" if thread_id is not None else ""
@@ -599,6 +679,8 @@ class SQLiteMemoryStore:
 
     def stats(self, thread_id: str | None = None) -> dict[str, Any]:
         """Counts and token totals, for one thread or the whole archive."""
+        if thread_id is not None:
+            _check_thread_id(thread_id)
         where, params = ("WHERE thread_id = ?", (thread_id,)) if thread_id is not None else ("", ())
         msg = self._rows(
             "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(state = 'distilled'), 0), "
@@ -632,6 +714,7 @@ class SQLiteMemoryStore:
 
     def distillations(self, thread_id: str) -> list[dict[str, Any]]:
         """The distillation log of a thread, oldest first."""
+        _check_thread_id(thread_id)
         rows = self._rows(
             "SELECT id, created_at, distiller, outcome, error, groups, messages, facts, "
             "tokens_before, tokens_after, source_tokens, fact_tokens, duration_s, details "
@@ -648,6 +731,7 @@ class SQLiteMemoryStore:
         return out
 
     def facts(self, thread_id: str) -> list[StoredFact]:
+        _check_thread_id(thread_id)
         rows = self._rows(
             "SELECT id, text, source_ids, refs, tokens, distillation_id FROM facts "
             "WHERE thread_id = ? ORDER BY id",
