@@ -375,6 +375,8 @@ class SourceIndex:
         self.numbers.update(float(_NUMBER_WORDS[w]) for w in words if w in _NUMBER_WORDS)
         self.words = set(words)
         self.stems = {_stem(word) for word in words}
+        # Stems of words the source writes in lower case: common words, not names.
+        self.common_stems = {_stem(w) for w in re.findall(r"(?<![\w'])[a-z][a-z']+", _unify(text))}
         self.weekdays = {
             date(key.year, key.month, key.day).weekday()
             for key in self.dates
@@ -430,7 +432,7 @@ class SourceIndex:
         if lower in _WEEKDAYS:
             return _WEEKDAYS[lower] in self.weekdays
         at_start = _SENTENCE_START_RE.search(fact[:start]) is not None
-        return at_start and (lower in COMMON_OPENERS or _stem(lower) in self.stems)
+        return at_start and (lower in COMMON_OPENERS or _stem(lower) in self.common_stems)
 
     def _overlap(self, text: str) -> float:
         content = [

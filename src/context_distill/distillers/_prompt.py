@@ -240,7 +240,7 @@ def parse_facts(text: str) -> list[str]:
         fact = (match.group(1) if match else line).strip().strip('"').strip()
         if not any(ch.isalnum() for ch in fact):
             continue
-        fact = fact[:_MAX_FACT_CHARS]
+        fact = _unrepeat(fact[:_MAX_FACT_CHARS])
         key = " ".join(fact.lower().split())
         if key in seen:
             continue
@@ -249,6 +249,16 @@ def parse_facts(text: str) -> list[str]:
         if len(facts) >= _MAX_FACTS:
             break
     return facts
+
+
+def _unrepeat(fact: str) -> str:
+    """Small models loop ("happy; happy; happy; hap"): keep each clause once."""
+    kept: list[str] = []
+    for part in (piece.strip() for piece in fact.split(";")):
+        lower = part.lower()
+        if part and not any(lower in k.lower() for k in kept):
+            kept.append(part)
+    return "; ".join(kept)
 
 
 def _attribute(fact: str, group: Group, texts: Sequence[str]) -> tuple[str, ...]:

@@ -43,6 +43,13 @@ _FILLER = STOPWORDS | frozenset(
     you'll you'd he's she's it's we're we've we'll they're they've that's there's what's
     let's let me myself yourself appreciate appreciated means mean tbh btw""".split()
 )
+_MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
+# What context_distill.dates writes for "last Sunday", "two weeks ago", "last night":
+# kept whole, because "Sunday 25 May 2023" would say something else.
+_RESOLVED = re.compile(
+    rf"\b(?:(?:\d+|few) )?\w+ (?:before|after|of) \d{{1,2}} (?:{_MONTH}) \d{{4}}"
+    rf"|\b\d{{1,2}} (?:{_MONTH}) \d{{4}}|\b(?:{_MONTH}) \d{{4}}"
+)
 _GREETING = frozenset(
     "hey hi hello thanks thank wow oh yeah yes so well congrats sorry aw ah dear bye".split()
 )
@@ -91,11 +98,13 @@ def _words(text: str) -> list[_Word]:
     out: list[_Word] = []
     sentence_start = True
     previous = ""
+    dates = [match.span() for match in _RESOLVED.finditer(text)]
     for match in _WORD.finditer(text):
         word = match.group(0)
-        keep = must_keep(word, sentence_start)
+        in_date = any(start < match.end() and match.start() < end for start, end in dates)
+        keep = in_date or must_keep(word, sentence_start)
         filler = _clean(word).lower().replace("’", "'") in _FILLER
-        if keep and _is_vocative(word, previous, sentence_start):
+        if keep and not in_date and _is_vocative(word, previous, sentence_start):
             keep = False  # "Hey Mel!", "Thanks, Caroline." address the listener
         out.append(_Word(word, match.start(), match.end(), keep, filler))
         sentence_start = bool(_SENTENCE_END.search(word.rstrip("\"')")))

@@ -1,0 +1,441 @@
+"""Batched greedy decoding for short answers, lean enough for a 135M model to be fast.
+
+With a model this small, ``generate`` spends most of each step outside the maths:
+cache bookkeeping, logits processors, stopping criteria and, on a GPU, hundreds
+of kernel launches from Python. For Llama-family models (Llama, Mistral, Qwen2,
+Qwen3, SmolLM) this module runs its own loop over the model's own modules, with a
+preallocated key/value cache, stopping tests computed on the device from lookup
+tables (end of sequence, a blank line, a per-row token cap), and on CUDA the
+decode step captured once as a CUDA graph and replayed. Other architectures go
+through ``generate`` with the same inputs and the same stopping rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from .loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+_SUPPORTED = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
+_SYNC_EVERY = 8  # decode steps between checks whether every row has finished
+
+
+@dataclass(frozen=True)
+class StopTables:
+    """Per-vocabulary lookups that let the device decide when a row is done."""
+
+    stop: torch.Tensor  # ends the answer at once (EOS, special tokens)
+    blank: torch.Tensor  # holds a blank line
+    starts_newline: torch.Tensor
+    ends_newline: torch.Tensor
+    content: torch.Tensor  # has a non-space character
+    texts: tuple[str, ...]
+
+
+_TABLES: dict[int, StopTables] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def stop_tables(loaded: LoadedModel, vocab_size: int) -> StopTables:
+    """Built once per tokenizer: decoding 50k single tokens takes a moment."""
+    import torch
+
+    key = id(loaded.tokenizer)
+    with _TABLES_LOCK:
+        cached = _TABLES.get(key)
+        if cached is not None and cached.stop.device == loaded.device:
+            return cached
+        tokenizer = loaded.tokenizer
+        known = min(vocab_size, len(tokenizer))
+        with loaded.tokenizer_lock:
+            texts = tuple(tokenizer.batch_decode([[i] for i in range(known)]))
+            specials = set(tokenizer.all_special_ids or [])
+        texts += ("",) * (vocab_size - known)
+        eos = tokenizer.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+            value = tokenizer.get_vocab().get(token)
+            if value is not None:
+                ids.append(value)
+        stop = torch.zeros(vocab_size, dtype=torch.bool)
+        for index in {*ids, *specials}:
+            if 0 <= index < vocab_size:
+                stop[index] = True
+        blank = torch.tensor([bool(t.strip(" \t")) and "\n\n" in t for t in texts])
+        tables = StopTables(
+            stop=stop.to(loaded.device),
+            blank=blank.to(loaded.device),
+            starts_newline=torch.tensor([t.lstrip(" \t").startswith("\n") for t in texts]).to(
+                loaded.device
+            ),
+            ends_newline=torch.tensor([t.rstrip(" \t").endswith("\n") for t in texts]).to(
+                loaded.device
+            ),
+            content=torch.tensor([bool(t.strip()) for t in texts]).to(loaded.device),
+            texts=texts,
+        )
+        _TABLES[key] = tables
+        return tables
+
+
+def answer_text(loaded: LoadedModel, tokens: Sequence[int], tables: StopTables) -> str:
+    """The answer a row of generated tokens spells, up to a stop token or a blank line."""
+    kept: list[int] = []
+    for token in tokens:
+        if bool(tables.stop[token]):
+            break
+        kept.append(int(token))
+    with loaded.tokenizer_lock:
+        text: str = loaded.tokenizer.decode(kept, skip_special_tokens=True)
+    stripped = text.lstrip()
+    cut = stripped.find("\n\n")
+    return stripped if cut < 0 else stripped[:cut]
+
+
+def is_supported(model: Any) -> bool:
+    """Whether the fast loop knows this architecture."""
+    config = model.config
+    if getattr(config, "model_type", None) not in _SUPPORTED:
+        return False
+    base = getattr(model, model.base_model_prefix, None)
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    rope_type = (rope.get("rope_type") or rope.get("type")) if isinstance(rope, dict) else None
+    window = getattr(config, "sliding_window", None) and getattr(
+        config, "use_sliding_window", config.model_type == "mistral"
+    )
+    return (
+        base is not None
+        and hasattr(base, "rotary_emb")
+        and hasattr(base, "layers")
+        and rope_type not in ("dynamic", "longrope")
+        and not window
+    )
+
+
+def greedy_generate(
+    loaded: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: Sequence[int],
+    *,
+    max_batch: int | None = None,
+    cuda_graphs: bool = True,
+) -> list[str]:
+    """Greedy answers to tokenised ``prompts``, each capped at its ``max_new_tokens``.
+
+    Rows stop at an end-of-sequence token or at the first blank line after some
+    text. Prompts are sorted by length and run in batches of ``max_batch`` rows
+    (64 on CUDA, 16 on CPU).
+    """
+    if not prompts:
+        return []
+    model = loaded.model
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    tables = stop_tables(loaded, vocab)
+    limit = max_batch or (64 if loaded.device.type == "cuda" else 16)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers = [""] * len(prompts)
+    fast = is_supported(model)
+    for start in range(0, len(order), limit):
+        batch = order[start : start + limit]
+        batch_prompts = [list(prompts[i]) for i in batch]
+        caps = [max(1, int(max_new_tokens[i])) for i in batch]
+        if fast:
+            rows = _FastDecoder(loaded, tables).run(batch_prompts, caps, cuda_graphs=cuda_graphs)
+        else:
+            rows = _generate_fallback(loaded, tables, batch_prompts, caps)
+        for index, row in zip(batch, rows, strict=True):
+            answers[index] = answer_text(loaded, row, tables)
+    return answers
+
+
+def _generate_fallback(
+    loaded: LoadedModel, tables: StopTables, prompts: list[list[int]], caps: list[int]
+) -> list[list[int]]:
+    import torch
+
+    pad = int(loaded.tokenizer.pad_token_id or 0)
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=loaded.device)
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=loaded.device
+    )
+    stop_ids = [int(i) for i in torch.nonzero(tables.stop).flatten().tolist()]
+    with torch.inference_mode():
+        out = loaded.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max(caps),
+            do_sample=False,
+            eos_token_id=stop_ids or None,
+            pad_token_id=pad,
+        )
+    return [row[width : width + cap].tolist() for row, cap in zip(out, caps, strict=True)]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _FastDecoder:
+    """One batch through the model with a static cache; see the module docstring."""
+
+    def __init__(self, loaded: LoadedModel, tables: StopTables) -> None:
+        model = loaded.model
+        self.loaded = loaded
+        self.tables = tables
+        self.base = getattr(model, model.base_model_prefix)
+        self.head = model.get_output_embeddings()
+        config = model.config
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        self.groups = self.heads // self.kv_heads
+        self.layers = list(self.base.layers)
+        self.device = loaded.device
+        self.dtype = self.head.weight.dtype
+
+    # -- the model, one layer loop for prefill and decode -----------------------
+
+    def _forward(
+        self,
+        tokens: torch.Tensor,  # [B, T]
+        cos: torch.Tensor,  # [B, T, D]
+        sin: torch.Tensor,
+        write_at: torch.Tensor,  # [T] cache positions
+        mask: torch.Tensor,  # [B, 1, T, S'] bool, True = attend
+        kv_len: int | None,
+    ) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        batch, length = tokens.shape
+        hidden = self.base.embed_tokens(tokens)
+        cos_u, sin_u = cos[:, None], sin[:, None]
+        grouped_mask = mask.repeat(1, 1, self.groups, 1) if self.groups > 1 else mask
+        for index, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(batch, length, self.heads, self.head_dim)
+            k = attn.k_proj(x).view(batch, length, self.kv_heads, self.head_dim)
+            v = attn.v_proj(x).view(batch, length, self.kv_heads, self.head_dim)
+            if hasattr(attn, "q_norm"):
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            q = q * cos_u + _rotate_half(q) * sin_u
+            k = k * cos_u + _rotate_half(k) * sin_u
+            self.k_cache[index].index_copy_(2, write_at, k)
+            self.v_cache[index].index_copy_(2, write_at, v)
+            keys = self.k_cache[index]
+            values = self.v_cache[index]
+            if kv_len is not None:
+                keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
+            # Queries of one key/value head side by side: no repeated K/V copies.
+            q = q.reshape(batch, self.kv_heads, self.groups * length, self.head_dim)
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=grouped_mask, scale=float(attn.scaling)
+            )
+            out = out.reshape(batch, self.heads, length, self.head_dim).transpose(1, 2)
+            hidden = hidden + attn.o_proj(out.reshape(batch, length, -1))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        last = self.base.norm(hidden[:, -1])
+        logits: torch.Tensor = self.head(last)
+        return torch.argmax(logits, dim=-1)
+
+    # -- one batch -------------------------------------------------------------
+
+    def run(
+        self, prompts: list[list[int]], caps: list[int], *, cuda_graphs: bool
+    ) -> list[list[int]]:
+        import torch
+
+        device = self.device
+        batch = len(prompts)
+        width = max(len(p) for p in prompts)
+        steps = max(caps)
+        total = width + steps
+        pad = int(self.loaded.tokenizer.pad_token_id or 0)
+        cache_shape = (batch, self.kv_heads, total, self.head_dim)
+        self.k_cache = [
+            torch.zeros(cache_shape, dtype=self.dtype, device=device) for _ in self.layers
+        ]
+        self.v_cache = [
+            torch.zeros(cache_shape, dtype=self.dtype, device=device) for _ in self.layers
+        ]
+        tables = self.tables
+        with torch.inference_mode():
+            positions = torch.arange(total, device=device)
+            cos_table, sin_table = self.base.rotary_emb(self.k_cache[0], positions[None, :])
+            cos_table, sin_table = cos_table[0], sin_table[0]  # [S, D]
+            lengths = torch.tensor([len(p) for p in prompts], device=device)
+            offsets = width - lengths
+            tokens = torch.tensor(
+                [[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device
+            )
+            valid = positions[None, :] >= offsets[:, None]  # [B, S]
+            valid &= positions[None, :] < width
+            rel = (positions[None, :width] - offsets[:, None]).clamp(min=0)  # [B, L]
+            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+            mask = causal[None, None] & valid[:, None, None, :width]
+            mask |= torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pads see self
+            first = self._forward(
+                tokens, cos_table[rel], sin_table[rel], positions[:width], mask, width
+            )
+            state = _DecodeState.create(first, lengths, valid, caps, steps, tables, device)
+            if cuda_graphs and device.type == "cuda":
+                try:
+                    self._decode_graph(state, cos_table, sin_table, steps)
+                except Exception as error:  # a capture failure must not fail distillation
+                    logger.warning("CUDA graph capture failed (%s); decoding eagerly", error)
+                    self._decode_eager(state, cos_table, sin_table, steps, width, full=True)
+            else:
+                self._decode_eager(state, cos_table, sin_table, steps, width, full=False)
+            generated = torch.cat([first[:, None], state.out[:, : steps - 1]], dim=1)
+            rows = generated.cpu().tolist()
+        return [row[:cap] for row, cap in zip(rows, caps, strict=True)]
+
+    def _step(
+        self,
+        state: _DecodeState,
+        cos_table: torch.Tensor,
+        sin_table: torch.Tensor,
+        kv_len: int | None,
+    ) -> None:
+        """One decode step, entirely in place on ``state`` (so a CUDA graph can replay it)."""
+        import torch
+
+        tables = self.tables
+        state.valid.index_fill_(1, state.index, True)
+        mask = (
+            state.valid[:, None, None, :kv_len]
+            if kv_len is not None
+            else state.valid[:, None, None, :]
+        )
+        nxt = self._forward(
+            state.token[:, None],
+            cos_table[state.position][:, None],
+            sin_table[state.position][:, None],
+            state.index,
+            mask,
+            kv_len,
+        )
+        nxt = torch.where(state.finished, state.filler, nxt)
+        state.out.index_copy_(1, state.step, nxt[:, None])
+        done = tables.stop[nxt] | (state.has_content & tables.blank[nxt])
+        done |= state.has_content & state.previous_newline & tables.starts_newline[nxt]
+        done |= state.step + 2 >= state.caps  # the first token came from the prefill
+        state.finished |= done
+        state.has_content |= tables.content[nxt]
+        state.previous_newline.copy_(tables.ends_newline[nxt])
+        state.token.copy_(nxt)
+        state.position.add_(1)
+        state.index.add_(1)
+        state.step.add_(1)
+
+    def _decode_eager(
+        self,
+        state: _DecodeState,
+        cos_table: torch.Tensor,
+        sin_table: torch.Tensor,
+        steps: int,
+        width: int,
+        *,
+        full: bool,
+    ) -> None:
+        for step in range(steps - 1):
+            if bool(state.finished.all()):
+                break
+            self._step(state, cos_table, sin_table, None if full else width + step + 1)
+
+    def _decode_graph(
+        self, state: _DecodeState, cos_table: torch.Tensor, sin_table: torch.Tensor, steps: int
+    ) -> None:
+        import torch
+
+        if steps <= 1 or bool(state.finished.all()):
+            return
+        snapshot = state.clone_small()
+        stream_type: Any = torch.cuda.Stream
+        stream = stream_type()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up kernels and allocator outside the capture
+                self._step(state, cos_table, sin_table, None)
+        torch.cuda.current_stream().wait_stream(stream)
+        state.restore_small(snapshot)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step(state, cos_table, sin_table, None)
+        state.restore_small(snapshot)  # capture records without running; be safe anyway
+        for step in range(steps - 1):
+            if step % _SYNC_EVERY == 0 and bool(state.finished.all()):
+                break
+            graph.replay()
+
+
+@dataclass
+class _DecodeState:
+    token: torch.Tensor  # [B] last token
+    position: torch.Tensor  # [B] its rotary position
+    index: torch.Tensor  # [1] cache slot it is written to
+    step: torch.Tensor  # [1] decode step
+    valid: torch.Tensor  # [B, S] cache slots that hold real tokens
+    finished: torch.Tensor
+    has_content: torch.Tensor
+    previous_newline: torch.Tensor
+    caps: torch.Tensor
+    out: torch.Tensor  # [B, steps] generated tokens after the first
+    filler: torch.Tensor  # a stop token written once a row has finished
+
+    @classmethod
+    def create(
+        cls,
+        first: torch.Tensor,
+        lengths: torch.Tensor,
+        valid: torch.Tensor,
+        caps: list[int],
+        steps: int,
+        tables: StopTables,
+        device: torch.device,
+    ) -> _DecodeState:
+        import torch
+
+        width = int(valid.shape[1]) - steps
+        caps_t = torch.tensor(caps, device=device)
+        finished = tables.stop[first] | (caps_t <= 1)
+        return cls(
+            token=first.clone(),
+            position=lengths.clone(),
+            index=torch.tensor([width], device=device),
+            step=torch.tensor([0], device=device),
+            valid=valid.clone(),
+            finished=finished,
+            has_content=tables.content[first].clone(),
+            previous_newline=tables.ends_newline[first].clone(),
+            caps=caps_t,
+            out=torch.zeros((first.shape[0], max(steps, 1)), dtype=torch.long, device=device),
+            filler=torch.nonzero(tables.stop).flatten()[:1].reshape(()).clone()
+            if bool(tables.stop.any())
+            else torch.tensor(0, device=device),
+        )
+
+    def clone_small(self) -> dict[str, torch.Tensor]:
+        names = ("token", "position", "index", "step", "valid", "finished", "has_content")
+        return {name: getattr(self, name).clone() for name in (*names, "previous_newline")}
+
+    def restore_small(self, snapshot: dict[str, torch.Tensor]) -> None:
+        for name, value in snapshot.items():
+            getattr(self, name).copy_(value)
