@@ -83,12 +83,18 @@ def same_message(a: BaseMessage, b: BaseMessage) -> bool:
     return bool(message_to_dict(a) == message_to_dict(b))
 
 
-_WORD = re.compile(r"[A-Za-z0-9]{3,}")
+_ASCII_SEPARATORS = re.compile(r"[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]{3,}")
 
 
 def search_word(text: str) -> str | None:
-    """A word of ``text`` that full-text search can look for (the longest one)."""
-    words = _WORD.findall(text)
+    """A whole word of ``text`` (as the FTS tokenizer splits it) that search can look for.
+
+    Only plain ASCII words between ASCII separators qualify, so the tokenizer's
+    Unicode tables cannot make the word differ from the token in the index; the
+    longest one is taken.
+    """
+    words = [w for w in _ASCII_SEPARATORS.split(text) if _ASCII_WORD.fullmatch(w)]
     if not words:
         return None
     return max(words, key=len)

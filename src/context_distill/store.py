@@ -200,6 +200,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+_MAX_TERMS = 64  # words of a query beyond these are ignored (bounds the cost of a query)
 _PHRASE = re.compile(r'"([^"]*)"|([^\s"]+)')
 
 
@@ -209,14 +210,17 @@ def fts_query(text: str) -> str:
     Each word becomes a quoted string (a ``"quoted phrase"`` stays a phrase), so FTS5
     operators and punctuation are plain text; NUL (which ends an FTS5 string) and
     other control characters separate words, and lone surrogates are replaced.
+    Repeated words count once and only the first ``_MAX_TERMS`` distinct ones are used.
     """
     text = text.encode("utf-8", "replace").decode("utf-8")
     text = "".join(" " if ch < " " or ch == "\x7f" else ch for ch in text)
-    terms = []
+    terms: dict[str, None] = {}  # a repeated word adds nothing to an AND query
     for phrase, word in _PHRASE.findall(text):
         term = phrase if phrase else word
         if term.strip():
-            terms.append('"' + term.replace('"', '""') + '"')
+            terms['"' + term.replace('"', '""') + '"'] = None
+            if len(terms) >= _MAX_TERMS:
+                break
     return " ".join(terms)
 
 
