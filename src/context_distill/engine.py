@@ -86,6 +86,11 @@ class _Outcome:
     prefetched: int = 0  # groups whose facts were made in the background
 
 
+def clean_fact_text(text: str) -> str:
+    """A fact on one line, spaces collapsed: how the memory block shows it."""
+    return " ".join(text.replace("\r", " ").replace("\n", " ; ").split())
+
+
 def _prepared_key(group: Group) -> tuple[Any, ...]:
     return (group.message_ids, group.anchor, group.target_tokens)
 
@@ -131,6 +136,7 @@ class _Thread:
     prepared: dict[tuple[Any, ...], GroupFacts] = field(default_factory=dict)
     prepared_lock: threading.Lock = field(default_factory=threading.Lock)
     prefetching: threading.Event | None = None  # set when the running prefetch ends
+    archived_ahead: set[str] = field(default_factory=set)  # archived by a prefetch
 
 
 def _id_at(messages: Sequence[BaseMessage], index: int) -> str | None:
@@ -451,7 +457,7 @@ class ContextDistiller:
 
     def _run(self, thread: _Thread, job: _Job) -> _Outcome:
         started = time.perf_counter()
-        ready = self._take_prepared(thread, job, wait=True)
+        ready = self._take_prepared(thread, job, wait=not self.background)
         missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
         try:
             fresh = self._call(missing) if missing else []
@@ -468,7 +474,7 @@ class ContextDistiller:
     async def _arun(self, thread: _Thread, job: _Job) -> _Outcome:
         started = time.perf_counter()
         event = thread.prefetching
-        if event is not None and self.distill_timeout_s is not None:
+        if event is not None and not self.background and self.distill_timeout_s is not None:
             await asyncio.to_thread(event.wait, self.distill_timeout_s)
         ready = self._take_prepared(thread, job, wait=False)
         missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
@@ -503,7 +509,32 @@ class ContextDistiller:
         if wait and event is not None and not event.is_set():
             event.wait(self.distill_timeout_s)
         with thread.prepared_lock:
-            return [thread.prepared.pop(_prepared_key(group), None) for group in job.groups]
+            found = [thread.prepared.get(_prepared_key(group)) for group in job.groups]
+            if self.background and None in found:
+                self._trim_to_ready(thread, job, found)
+                found = found[: len(job.groups)]
+            for group in job.groups:
+                thread.prepared.pop(_prepared_key(group), None)
+            return found
+
+    def _trim_to_ready(self, thread: _Thread, job: _Job, found: list[GroupFacts | None]) -> None:
+        """Distill only the groups made ahead, if they bring the view within the budget.
+
+        The crossing turn then commits facts that are ready instead of waiting for a
+        model; the rest is made in the background for the next crossing.
+        """
+        ready = 0
+        while ready < len(found) and found[ready] is not None:
+            ready += 1
+        if ready == 0:
+            return
+        saving = sum(group.tokens for group in job.live[:ready]) * (1.0 - thread.ratio)
+        if job.tokens_before - saving > self.budget_tokens:
+            return
+        if ready < len(job.groups):
+            job.anchor_after = job.groups[ready].anchor
+        del job.live[ready:]
+        del job.groups[ready:]
 
     def _maybe_prefetch(self, thread: _Thread) -> None:
         """Past the soft threshold, distill the groups the next crossing will need, aside."""
@@ -517,25 +548,47 @@ class ContextDistiller:
             return
         if thread.turn < thread.retry_turn:
             return
-        # A crossing distills at least budget - target; prepare a little more.
-        job = self._select(thread, 1.25 * (self.budget_tokens - self.target_tokens), view, 0)
+        # Every group that may be distilled now will be, at this crossing or a later one.
+        job = self._select(thread, float("inf"), view, 0)
         if job is None:
             return
         live = set(thread.ledger.live_ids)
         with thread.prepared_lock:
             for key in [k for k in thread.prepared if not set(k[0]) <= live]:
                 del thread.prepared[key]  # distilled meanwhile, or made for another anchor
-            todo = [g for g in job.groups if _prepared_key(g) not in thread.prepared]
-        if not todo:
+            pairs = [
+                (live_group, group)
+                for live_group, group in zip(job.live, job.groups, strict=True)
+                if _prepared_key(group) not in thread.prepared
+            ]
+        if not pairs:
             return
         done = threading.Event()
         thread.prefetching = done
 
         def work() -> None:
+            todo = [group for _, group in pairs]
             try:
                 results = self.distiller.distill(todo)
                 if isinstance(results, list) and len(results) == len(todo):
+                    # Archive the originals now, so that the crossing only writes facts.
+                    originals = [
+                        self._record(message, mid, tokens)
+                        for live_group, _ in pairs
+                        for message, mid, tokens in zip(
+                            live_group.messages, live_group.ids, live_group.tokens_each, strict=True
+                        )
+                    ]
+                    self.store.archive(thread.thread_id, originals)
+                    thread.memory.prepare(
+                        clean_fact_text(fact.text)
+                        for result in results
+                        if isinstance(result, GroupFacts)
+                        for fact in result.facts
+                        if isinstance(fact, Fact) and isinstance(fact.text, str)
+                    )
                     with thread.prepared_lock:
+                        thread.archived_ahead.update(record.message_id for record in originals)
                         for group, result in zip(todo, results, strict=True):
                             if isinstance(result, GroupFacts) and result.facts:
                                 thread.prepared[_prepared_key(group)] = result
@@ -566,7 +619,7 @@ class ContextDistiller:
             for fact in result.facts:
                 if not isinstance(fact, Fact) or not isinstance(fact.text, str):
                     return [], f"result {index} holds a {type(fact).__name__}, not a Fact"
-                text = " ".join(fact.text.replace("\r", " ").replace("\n", " ; ").split())
+                text = clean_fact_text(fact.text)
                 if not text:
                     continue
                 try:
@@ -621,8 +674,10 @@ class ContextDistiller:
         if reason is not None:
             self._fail(thread, log, reason)
             return None, False
+        with thread.prepared_lock:
+            ahead = set(thread.archived_ahead)
         originals = [
-            self._record(message, mid, tokens)
+            MessageRecord.archived(mid) if mid in ahead else self._record(message, mid, tokens)
             for group in job.live
             for message, mid, tokens in zip(
                 group.messages, group.ids, group.tokens_each, strict=True
@@ -646,6 +701,8 @@ class ContextDistiller:
             return None, False
         ledger = thread.ledger
         ledger.remove(job.live)
+        with thread.prepared_lock:
+            thread.archived_ahead.difference_update(r.message_id for r in originals)
         thread.memory.add(stored)
         thread.anchor = job.anchor_after
         thread.distillations += 1

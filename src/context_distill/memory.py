@@ -46,6 +46,8 @@ _VAGUE = frozenset(
 # Fact text "Speaker: clause; clause" - the speaker prefix is shared by its clauses.
 # A word the view already shows still counts this much: facts are asked about as wholes.
 _REPEAT_WEIGHT = 0.6
+# A fact left out by this many fits in a row is no longer considered (it stays archived).
+_RETIRE_AFTER = 3
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 
 
@@ -57,37 +59,12 @@ def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def salience(text: str, rarity: dict[str, float] | None = None) -> float:
-    """How much a fact carries: distinct informative words, rarer ones count more.
+def _base_words(text: str) -> list[tuple[str, float]]:
+    """The informative words of a clause, each with a weight before rarity.
 
-    Numbers and names weigh more than plain words; words of reaction weigh little.
-    ``rarity`` maps a word to its weight in this thread (rare words weigh more).
+    Numbers and names weigh more than plain words, words of reaction little; a
+    question carries half of what a statement does.
     """
-    score = 0.0
-    seen: set[str] = set()
-    for word in _WORD.findall(text):
-        lower = word.lower().strip(".:'-/")
-        if not lower or lower in seen or lower in _COMMON:
-            continue
-        seen.add(lower)
-        if _DIGIT.search(word):
-            base = 2.0
-        elif lower in _VAGUE:
-            base = 0.2
-        elif word[0].isupper():
-            base = 1.5
-        elif len(lower) > 2:
-            base = 1.0
-        else:
-            continue
-        score += base * (rarity.get(lower, 1.0) if rarity else 1.0)
-    if text.rstrip().endswith("?"):
-        score *= 0.5
-    return score
-
-
-def _weighted_words(text: str, rarity: dict[str, float], scale: float) -> dict[str, float]:
-    """The informative words of a clause with their weights (see :func:`salience`)."""
     out: dict[str, float] = {}
     question = 0.5 if text.rstrip().endswith("?") else 1.0
     for word in _WORD.findall(text):
@@ -104,8 +81,8 @@ def _weighted_words(text: str, rarity: dict[str, float], scale: float) -> dict[s
             base = 1.0
         else:
             continue
-        out[lower] = base * rarity.get(lower, 1.0) * scale * question
-    return out
+        out[lower] = base * question
+    return list(out.items())
 
 
 def format_refs(refs: Iterable[int]) -> str:
@@ -136,6 +113,22 @@ class _Line:
     prefix_tokens: int = 0
     source_ids: list[str] = field(default_factory=list)
     shown: list[int] | None = None  # indexes of clauses shown; None: all
+    words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
+    misses: int = 0  # fits in a row that left the whole line out
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A fact taken apart for the memory block: speaker, clauses and their words."""
+
+    prefix: str
+    clauses: list[str]
+    clause_tokens: list[int]
+    words: list[list[tuple[str, float]]]
+    vocabulary: set[str]
+
+
+_MAX_PREPARED = 4096
 
 
 def _split(text: str) -> tuple[str, list[str]]:
@@ -157,6 +150,10 @@ class MemoryBlock:
         self._shown: list[_Line] | None = None  # None: all lines shown
         self._message: HumanMessage | None = None
         self._tokens = 0
+        self._df: dict[str, int] = {}  # in how many facts each word occurs
+        self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
+        self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
+        self._weights_for = (-1, -1)  # (facts, retired facts) the cache was made for
         self.cap: int | None = None
 
     def __len__(self) -> int:
@@ -183,22 +180,44 @@ class MemoryBlock:
                 line.source_ids.extend(i for i in fact.source_ids if i not in line.source_ids)
                 line.prefix_tokens = 0
                 continue
-            prefix, clauses = _split(fact.text)
+            parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
                 order=len(self._lines),
-                prefix=prefix,
-                clauses=clauses,
+                prefix=parsed.prefix,
+                clauses=parsed.clauses,
+                clause_tokens=list(parsed.clause_tokens),
                 source_ids=list(fact.source_ids),
+                words=parsed.words,
             )
+            for word in parsed.vocabulary:
+                self._df[word] = self._df.get(word, 0) + 1
             self._lines.append(line)
             self._by_key[key] = line
         self._invalidate()
 
+    def _parse(self, text: str) -> _Parsed:
+        prefix, clauses = _split(text)
+        return _Parsed(
+            prefix=prefix,
+            clauses=clauses,
+            clause_tokens=[self._count(clause) + 1 for clause in clauses],
+            words=[_base_words(clause) for clause in clauses],
+            vocabulary=_words(text),
+        )
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
+        for text in texts:
+            if len(self._parsed) < _MAX_PREPARED and text not in self._parsed:
+                self._parsed[text] = self._parse(text)
+
     def clear(self) -> None:
         self._lines.clear()
         self._by_key.clear()
+        self._df.clear()
+        self._weights_for = (-1, -1)
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -232,12 +251,8 @@ class MemoryBlock:
 
     def _rarity(self) -> dict[str, float]:
         """Weight of each word by how few facts of this thread use it."""
-        counts: dict[str, int] = {}
-        for line in self._lines:
-            for word in _words(line.text):
-                counts[word] = counts.get(word, 0) + 1
         n = len(self._lines)
-        return {word: math.log(1.0 + n / df) for word, df in counts.items()}
+        return {word: math.log(1.0 + n / df) for word, df in self._df.items()}
 
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
@@ -265,35 +280,54 @@ class MemoryBlock:
         for line in self._lines:
             indexes = picked.get(line.order)
             if indexes is None:
+                line.misses += 1
                 continue
+            line.misses = 0
             line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)
             shown.append(line)
         self._shown = shown
 
-    def _choose(self, room: int) -> dict[int, list[int]]:
-        """Lazy greedy selection of clauses: most new information per token first."""
-        covered: set[str] = set()
+    def _weights(self) -> dict[tuple[int, int], dict[str, float]]:
+        """Each clause's informative words with their weights; kept until facts change."""
+        retired = sum(1 for line in self._lines if line.misses >= _RETIRE_AFTER)
+        if self._weights_for == (len(self._lines), retired):
+            return self._weights_cache
         rarity = self._rarity()
         n = max(len(self._lines), 1)
         weights: dict[tuple[int, int], dict[str, float]] = {}
-        heap: list[tuple[float, int, int]] = []
         for line in self._lines:
+            if line.misses >= _RETIRE_AFTER:
+                continue
             recency = 1.0 + 0.25 * line.order / n
-            for index, clause in enumerate(line.clauses):
-                words = _weighted_words(clause, rarity, recency)
-                weights[(line.order, index)] = words
+            for index, base in enumerate(line.words):
+                weights[(line.order, index)] = {
+                    word: w * rarity.get(word, 1.0) * recency for word, w in base
+                }
+        self._weights_cache, self._weights_for = weights, (len(self._lines), retired)
+        return weights
+
+    def _choose(self, room: int) -> dict[int, list[int]]:
+        """Lazy greedy selection of clauses: most new information per token first."""
+        covered: set[str] = set()
+        weights = self._weights()
+        heap: list[tuple[float, int, int]] = []
+        smallest = room
+        for (order, index), words in weights.items():
+            gain = sum(words.values())
+            if gain > 0:
+                line = self._lines[order]
                 cost = line.clause_tokens[index] + line.prefix_tokens / 2
-                gain = sum(
-                    w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
-                )
-                if gain > 0:
-                    heap.append((-gain / cost, line.order, index))
+                heap.append((-gain / cost, order, index))
+                smallest = min(smallest, line.clause_tokens[index])
         heapq.heapify(heap)
         picked: dict[int, list[int]] = {}
         used = 0
-        while heap:
+        while heap and room - used >= smallest:
             _, order, index = heapq.heappop(heap)
             line = self._lines[order]
+            cost = line.clause_tokens[index] + (0 if order in picked else line.prefix_tokens)
+            if used + cost > room:
+                continue  # the room only shrinks: it will not fit later either
             words = weights[(order, index)]
             gain = sum(
                 w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
@@ -303,9 +337,6 @@ class MemoryBlock:
             ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
             if heap and ratio < -heap[0][0]:
                 heapq.heappush(heap, (-ratio, order, index))
-                continue
-            cost = line.clause_tokens[index] + (0 if order in picked else line.prefix_tokens)
-            if used + cost > room:
                 continue
             used += cost
             picked.setdefault(order, []).append(index)

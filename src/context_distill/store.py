@@ -49,7 +49,12 @@ class MessageRecord:
     digest: str
     tokens: int
     text: str
-    data: str  # exact JSON form (messages.to_json)
+    data: str | None  # exact JSON form (messages.to_json); None: archived already
+
+    @classmethod
+    def archived(cls, message_id: str) -> MessageRecord:
+        """A message archived earlier, named only (its row must exist)."""
+        return cls(message_id, "", "", 0, "", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +406,11 @@ class SQLiteMemoryStore:
             if found is not None:
                 refs[record.message_id] = int(found[0])
                 continue
+            if record.data is None:
+                raise StoreError(
+                    f"message {record.message_id!r} of thread {thread_id!r} should be archived "
+                    "already but is not"
+                )
             conn.execute(
                 "INSERT INTO messages (thread_id, message_id, seq, role, digest, tokens, text, "
                 "data, state, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
