@@ -23,6 +23,8 @@ from context_distill.distillers import Distiller, generative
 from context_distill.distillers.generative import GenerativeDistiller
 from context_distill.grounding import check_fact
 from context_distill.models.decoding import (
+    _PREFIXES,
+    _common_prefix,
     _FastDecoder,
     answer_text,
     greedy_generate,
@@ -86,6 +88,37 @@ def test_fast_decoder_equals_generate(kv_heads: int) -> None:
     rows = _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
     assert rows == hf_greedy(loaded, prompts, 10)
     assert len({tuple(r) for r in rows}) == 3  # the tiny model says different things
+
+
+def test_the_static_full_length_step_a_cuda_graph_replays_is_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On CUDA each step attends over the whole preallocated cache (masked), so it can
+    be captured once; run that same step eagerly here and compare."""
+    loaded = tiny_loaded(seed=3)
+    prompts = [loaded.tokenizer(p).input_ids for p in PROMPTS]
+    tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
+    eager = _FastDecoder._decode_eager
+
+    def full_length(self: Any, *args: Any, full: bool) -> None:
+        eager(self, *args, full=True)
+
+    monkeypatch.setattr(_FastDecoder, "_decode_eager", full_length)
+    rows = _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
+    assert rows == hf_greedy(loaded, prompts, 10)
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing() -> None:
+    loaded = tiny_loaded(seed=3)
+    head = "Keep names, numbers and dates exactly as written; one fact per line. "
+    prompts = [loaded.tokenizer(head + p).input_ids for p in PROMPTS]
+    assert _common_prefix(prompts) >= 8
+    tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
+    expected = hf_greedy(loaded, prompts, 10)
+    assert _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False) == expected
+    cached = len(_PREFIXES)
+    again = _FastDecoder(loaded, tables).run(prompts[::-1], [10, 10, 10], cuda_graphs=False)
+    assert again == expected[::-1] and len(_PREFIXES) == cached  # reused, not recomputed
 
 
 def test_rows_stop_at_their_cap_and_at_stop_tokens() -> None:

@@ -125,6 +125,11 @@ def _is_vocative(word: str, previous: str, sentence_start: bool) -> bool:
     )
 
 
+def _prefix(segment: Segment) -> str:
+    """The label the scorer sees before a segment's text (context, never pruned)."""
+    return f"{segment.label}: " if segment.label else ""
+
+
 def _clean(word: str) -> str:
     """A kept word without the punctuation that only framed a sentence."""
     stripped = word.strip(_TRIM)
@@ -206,25 +211,40 @@ class LinguaDistiller(Distiller):
 
     def _distill_batch(self, groups: list[Group]) -> list[GroupFacts]:
         loaded = self.model
-        plans = [
-            [self._plan(segment, loaded) for segment in segments(g, summarize_results=True)]
-            for g in groups
-        ]
+        plans = [[_Plan(s) for s in segments(g, summarize_results=True)] for g in groups]
         flat = [plan for group_plans in plans for plan in group_plans]
+        todo = [p for p in flat if not p.segment.verbatim and p.segment.text.strip()]
+        texts = [_prefix(p.segment) + p.segment.text for p in todo]
+        if texts:
+            with loaded.tokenizer_lock:  # one call: the fast tokenizer works in parallel
+                encoded = loaded.tokenizer(
+                    texts, add_special_tokens=False, return_offsets_mapping=True
+                )
+            for index, plan in enumerate(todo):
+                self._chunk(
+                    plan, encoded["input_ids"][index], encoded["offset_mapping"][index], loaded
+                )
         sequences: list[list[int]] = []
         starts: list[int] = []
         owners: list[tuple[_Plan, list[int]]] = []
-        for plan in flat:
+        owner_plan_ids: list[int] = []
+        # Words kept anyway, or dropped anyway (filler at weight 0), need no score.
+        skip_word = [
+            [w.protected or (w.filler and self.stopword_weight == 0) for w in plan.words]
+            for plan in flat
+        ]
+        for plan_id, plan in enumerate(flat):
             for ids, first, owner in plan.chunks:
                 sequences.append(ids)
                 starts.append(first)
                 owners.append((plan, owner))
+                owner_plan_ids.append(plan_id)
         skip = [
             [
-                position < 1 or owner[position] < 0 or plan.words[owner[position]].protected
+                position < 1 or owner[position] < 0 or skip_word[plan_id][owner[position]]
                 for position in range(len(owner))
             ]
-            for plan, owner in owners
+            for (plan, owner), plan_id in zip(owners, owner_plan_ids, strict=True)
         ]
         scores = (
             surprisal(
@@ -250,23 +270,22 @@ class LinguaDistiller(Distiller):
             for group, group_plans in zip(groups, plans, strict=True)
         ]
 
-    def _plan(self, segment: Segment, loaded: LoadedModel) -> _Plan:
-        plan = _Plan(segment)
-        if segment.verbatim or not segment.text.strip():
-            return plan
-        prefix = f"{segment.label}: " if segment.label else ""
-        text = prefix + segment.text
-        plan.words = _words(segment.text)
-        with loaded.tokenizer_lock:
-            encoded = loaded.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(encoded["input_ids"])
-        offsets: list[tuple[int, int]] = list(encoded["offset_mapping"])
-        starts = [word.start + len(prefix) for word in plan.words]
+    def _chunk(
+        self,
+        plan: _Plan,
+        ids: list[int],
+        offsets: list[tuple[int, int]],
+        loaded: LoadedModel,
+    ) -> None:
+        """Map tokens to words and cut the token sequence into overlapping chunks."""
+        prefix = len(_prefix(plan.segment))
+        plan.words = _words(plan.segment.text)
+        starts = [word.start + prefix for word in plan.words]
         owner: list[int] = []
         for _begin, end in offsets:
             last = end - 1  # a token belongs to the word holding its last character
             index = bisect.bisect_right(starts, last) - 1
-            if last < len(prefix) or index < 0 or last >= plan.words[index].end + len(prefix):
+            if last < prefix or index < 0 or last >= plan.words[index].end + prefix:
                 owner.append(-1)
             else:
                 owner.append(index)
@@ -276,11 +295,10 @@ class LinguaDistiller(Distiller):
         position = 0
         while position < len(ids):
             context = max(0, position - self.context_tokens)
-            piece = ids[context : position + step]
+            piece = list(ids[context : position + step])
             piece_owner = owner[context : position + step]
             plan.chunks.append(([start_id, *piece], 1 + position - context, [-1, *piece_owner]))
             position += step
-        return plan
 
     def _select(self, group: Group, plans: list[_Plan]) -> GroupFacts:
         share = self._share(group)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,20 @@ logger = logging.getLogger(__name__)
 
 _SUPPORTED = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
 _SYNC_EVERY = 8  # decode steps between checks whether every row has finished
+_MIN_SHARED = 8  # a shorter common prefix is not worth a separate pass
+_PREFIX_SLOTS = 4
+_PREFIXES: OrderedDict[tuple[Any, ...], tuple[list[Any], list[Any]]] = OrderedDict()
+_PREFIX_LOCK = threading.Lock()
+
+
+def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token."""
+    first = prompts[0]
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length if length >= _MIN_SHARED else 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,7 @@ class _FastDecoder:
         write_at: torch.Tensor,  # [T] cache positions
         mask: torch.Tensor,  # [B, 1, T, S'] bool, True = attend
         kv_len: int | None,
+        caches: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         import torch
         import torch.nn.functional as F
@@ -226,6 +242,7 @@ class _FastDecoder:
         hidden = self.base.embed_tokens(tokens)
         cos_u, sin_u = cos[:, None], sin[:, None]
         grouped_mask = mask.repeat(1, 1, self.groups, 1) if self.groups > 1 else mask
+        k_cache, v_cache = caches if caches is not None else (self.k_cache, self.v_cache)
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
@@ -237,10 +254,10 @@ class _FastDecoder:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             q = q * cos_u + _rotate_half(q) * sin_u
             k = k * cos_u + _rotate_half(k) * sin_u
-            self.k_cache[index].index_copy_(2, write_at, k)
-            self.v_cache[index].index_copy_(2, write_at, v)
-            keys = self.k_cache[index]
-            values = self.v_cache[index]
+            k_cache[index].index_copy_(2, write_at, k)
+            v_cache[index].index_copy_(2, write_at, v)
+            keys = k_cache[index]
+            values = v_cache[index]
             if kv_len is not None:
                 keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
             # Queries of one key/value head side by side: no repeated K/V copies.
@@ -260,11 +277,21 @@ class _FastDecoder:
     def run(
         self, prompts: list[list[int]], caps: list[int], *, cuda_graphs: bool
     ) -> list[list[int]]:
+        """Greedy tokens for each prompt, at most its cap.
+
+        The prompts' common prefix (the instructions and examples every prompt
+        shares) is computed once, cached across calls, and copied into each row;
+        only the rest of each prompt is run per row. Cache layout per row:
+        [shared prefix][left padding][own suffix][generated tokens].
+        """
         import torch
 
         device = self.device
         batch = len(prompts)
-        width = max(len(p) for p in prompts)
+        shared = _common_prefix(prompts) if batch > 1 else 0
+        suffixes = [p[shared:] for p in prompts]
+        suffix_width = max(len(p) for p in suffixes)
+        width = shared + suffix_width
         steps = max(caps)
         total = width + steps
         pad = int(self.loaded.tokenizer.pad_token_id or 0)
@@ -280,20 +307,28 @@ class _FastDecoder:
             positions = torch.arange(total, device=device)
             cos_table, sin_table = self.base.rotary_emb(self.k_cache[0], positions[None, :])
             cos_table, sin_table = cos_table[0], sin_table[0]  # [S, D]
+            if shared:
+                prefix_k, prefix_v = self._prefix(prompts[0][:shared], cos_table, sin_table)
+                for index in range(len(self.layers)):
+                    self.k_cache[index][:, :, :shared] = prefix_k[index]
+                    self.v_cache[index][:, :, :shared] = prefix_v[index]
             lengths = torch.tensor([len(p) for p in prompts], device=device)
-            offsets = width - lengths
+            offsets = torch.tensor([suffix_width - len(p) for p in suffixes], device=device)
             tokens = torch.tensor(
-                [[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device
+                [[pad] * (suffix_width - len(p)) + p for p in suffixes],
+                dtype=torch.long,
+                device=device,
             )
-            valid = positions[None, :] >= offsets[:, None]  # [B, S]
-            valid &= positions[None, :] < width
-            rel = (positions[None, :width] - offsets[:, None]).clamp(min=0)  # [B, L]
-            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-            mask = causal[None, None] & valid[:, None, None, :width]
-            mask |= torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pads see self
-            first = self._forward(
-                tokens, cos_table[rel], sin_table[rel], positions[:width], mask, width
-            )
+            slots = positions[None, :]
+            valid = (slots < shared) | (
+                (slots >= shared + offsets[:, None]) & (slots < width)
+            )  # [B, S]
+            rel = shared + (positions[None, :suffix_width] - offsets[:, None]).clamp(min=0)
+            query_slots = positions[shared:width]
+            keys = positions[None, None, None, :width]
+            mask = valid[:, None, None, :width] & (keys <= query_slots[None, None, :, None])
+            mask |= keys == query_slots[None, None, :, None]  # a pad row sees itself
+            first = self._forward(tokens, cos_table[rel], sin_table[rel], query_slots, mask, width)
             state = _DecodeState.create(first, lengths, valid, caps, steps, tables, device)
             if cuda_graphs and device.type == "cuda":
                 try:
@@ -306,6 +341,36 @@ class _FastDecoder:
             generated = torch.cat([first[:, None], state.out[:, : steps - 1]], dim=1)
             rows = generated.cpu().tolist()
         return [row[:cap] for row, cap in zip(rows, caps, strict=True)]
+
+    def _prefix(
+        self, prefix: list[int], cos_table: torch.Tensor, sin_table: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Keys and values of a shared prefix, from the cache or computed once."""
+        import torch
+
+        key = (id(self.loaded.model), str(self.device), str(self.dtype), tuple(prefix))
+        with _PREFIX_LOCK:
+            hit = _PREFIXES.get(key)
+            if hit is not None:
+                _PREFIXES.move_to_end(key)
+                return hit
+        length = len(prefix)
+        shape = (1, self.kv_heads, length, self.head_dim)
+        caches = (
+            [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers],
+            [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers],
+        )
+        slots = torch.arange(length, device=self.device)
+        mask = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()[None, None]
+        tokens = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        self._forward(
+            tokens, cos_table[None, :length], sin_table[None, :length], slots, mask, length, caches
+        )
+        with _PREFIX_LOCK:
+            _PREFIXES[key] = caches
+            while len(_PREFIXES) > _PREFIX_SLOTS:
+                _PREFIXES.popitem(last=False)
+        return caches
 
     def _step(
         self,
