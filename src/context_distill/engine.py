@@ -26,8 +26,15 @@ from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError, StoreError
 from .ledger import Ledger, LiveGroup, TokenCache
 from .memory import MemoryBlock
-from .messages import derived_id, text_of, to_json
-from .store import REDUCED, DistillationLog, FactRecord, MessageRecord, SQLiteMemoryStore
+from .messages import MEMORY_MARK, derived_id, marker, text_of, to_json
+from .store import (
+    REDUCED,
+    DistillationLog,
+    DistilledElsewhere,
+    FactRecord,
+    MessageRecord,
+    SQLiteMemoryStore,
+)
 from .tokens import TextCounter, resolve_counter
 from .types import Fact, Group, GroupFacts
 
@@ -75,6 +82,7 @@ class _Job:
     tokens_before: int
     anchor_after: datetime | None
     round: int
+    done: list[LiveGroup] = field(default_factory=list)  # distilled before: drop, no facts
 
 
 @dataclass(slots=True)
@@ -137,6 +145,9 @@ class _Thread:
     prepared_lock: threading.Lock = field(default_factory=threading.Lock)
     prefetching: threading.Event | None = None  # set when the running prefetch ends
     archived_ahead: set[str] = field(default_factory=set)  # archived by a prefetch
+    known_distilled: set[str] = field(default_factory=set)  # ids out of the view for good
+    last_log_id: int = 0  # newest committed distillation of this thread we know of
+    data_version: int = -1  # the store's PRAGMA data_version when last checked
 
 
 def _id_at(messages: Sequence[BaseMessage], index: int) -> str | None:
@@ -297,6 +308,8 @@ class ContextDistiller:
         thread.base_messages = len(snapshot.distilled)
         thread.distillations = snapshot.distillations
         thread.failures = snapshot.failures
+        thread.known_distilled = set(snapshot.distilled)
+        thread.last_log_id = snapshot.last_distillation_id
         thread.loaded = True
         return snapshot.distilled
 
@@ -331,8 +344,11 @@ class ContextDistiller:
                 start = thread.view_len  # the caller keeps our compact view: rewrite-style
             elif n == 0 and thread.n_seen == 0:
                 start = 0
+        if start is not None and self._changed_elsewhere(thread):
+            start = None
         if start is None:
-            thread.skip = self._reload(thread)
+            self._reload(thread)
+            thread.skip = self._skippable(thread, messages)
             start = 0
         skip = thread.skip
         ledger = thread.ledger
@@ -349,6 +365,39 @@ class ContextDistiller:
         thread.last_id = _id_at(messages, n - 1) if n else None
         if ledger.to_archive:
             thread.version += 1
+
+    def _changed_elsewhere(self, thread: _Thread) -> bool:
+        """Whether another connection (another process) distilled this thread meanwhile."""
+        version = self.store.data_version()
+        if version == thread.data_version:
+            return False
+        thread.data_version = version
+        return self.store.last_distillation_id(thread.thread_id) != thread.last_log_id
+
+    def _skippable(self, thread: _Thread, messages: Sequence[BaseMessage]) -> frozenset[str]:
+        """Ids in the input that are distilled already and must not show again.
+
+        A compact (rewrite-style) input holds no distilled messages. In a full history,
+        the latest human message and the newest group always show, even if an earlier,
+        longer version of this history distilled them (the caller rewound it).
+        """
+        if not thread.known_distilled:
+            return frozenset()
+        protected: set[str] = set()
+        last_human = False
+        tail = True
+        for position in range(len(messages) - 1, -1, -1):
+            message = messages[position]
+            if marker(message) == MEMORY_MARK:
+                return frozenset()
+            mid = _id_at(messages, position)
+            if tail:
+                protected.add(mid)
+                tail = isinstance(message, ToolMessage)
+            if not last_human and message.type == "human":
+                protected.add(mid)
+                last_human = True
+        return frozenset(thread.known_distilled - protected)
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
         from .distillers.extractive import reduce_tool_result
@@ -411,10 +460,13 @@ class ContextDistiller:
         anchor = thread.anchor
         requests: list[Group] = []
         picked = {id(group) for group in chosen}
+        known = thread.known_distilled
+        done = [g for g in chosen if known and all(i in known for i in g.ids)]
+        picked.difference_update(id(group) for group in done)
         walk = list(ledger.stale) + list(ledger.groups)
         ordered: list[LiveGroup] = []
         for group in walk:
-            if len(ordered) == len(chosen):
+            if len(ordered) == len(picked):
                 break
             if id(group) in picked:
                 ordered.append(group)
@@ -429,7 +481,7 @@ class ContextDistiller:
                     )
                 )
             anchor = advance(anchor, group.messages)
-        return _Job(ordered, requests, view, anchor, round_)
+        return _Job(ordered, requests, view, anchor, round_, done)
 
     def _call(self, groups: Sequence[Group]) -> list[GroupFacts]:
         """The distiller on some groups, within the timeout (it may keep running after)."""
@@ -635,6 +687,11 @@ class ContextDistiller:
 
     def _finish(self, thread: _Thread, job: _Job, outcome: _Outcome) -> tuple[_Job | None, bool]:
         """Commit a distillation (or record its failure); return the next round's job."""
+        if not job.groups:  # only groups distilled before (a rewound history): drop them
+            thread.ledger.remove(job.done)
+            thread.version += 1
+            self._fit_memory(thread)
+            return self._plan(thread, job.round + 1), False
         name = self.distiller.name
         source_tokens = sum(group.tokens for group in job.live)
         message_count = sum(len(group.messages) for group in job.live)
@@ -685,13 +742,18 @@ class ContextDistiller:
         ]
         log.tokens_after = max(0, job.tokens_before - source_tokens + log.fact_tokens)
         try:
-            _log_id, _refs, stored = self.store.commit_distillation(
+            log_id, _refs, stored = self.store.commit_distillation(
                 thread.thread_id,
                 originals=originals,
                 facts=records,
                 log=log,
                 anchor=to_iso(job.anchor_after),
             )
+        except DistilledElsewhere as exc:
+            logger.info("thread %s: %s; reloading it", thread.thread_id, exc)
+            thread.loaded = False  # the next call rebuilds from the store
+            thread.n_seen = 0
+            return None, False
         except StoreError as exc:
             logger.error("thread %s: distillation not committed: %s", thread.thread_id, exc)
             thread.last_error = str(exc)
@@ -700,7 +762,9 @@ class ContextDistiller:
             thread.retry_turn = thread.turn + self._backoff(thread)
             return None, False
         ledger = thread.ledger
-        ledger.remove(job.live)
+        ledger.remove(job.live + job.done)
+        thread.known_distilled.update(r.message_id for r in originals)
+        thread.last_log_id = log_id
         with thread.prepared_lock:
             thread.archived_ahead.difference_update(r.message_id for r in originals)
         thread.memory.add(stored)

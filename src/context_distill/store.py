@@ -104,6 +104,7 @@ class ThreadSnapshot:
     facts: tuple[StoredFact, ...]
     anchor: str | None
     memory_cap: int | None  # tokens the memory block was last fitted to; None: no limit
+    last_distillation_id: int  # newest committed distillation (0: none)
     distilled_tokens: int
     distillations: int
     failures: int
@@ -119,6 +120,10 @@ class SearchHit:
     source_ids: tuple[str, ...]
     role: str | None
     state: str | None
+
+
+class DistilledElsewhere(StoreError):
+    """Another writer distilled some of these messages first; reload the thread and retry."""
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -491,6 +496,20 @@ class SQLiteMemoryStore:
         def body() -> tuple[int, dict[str, int], list[StoredFact]]:
             conn = self._conn
             self._ensure_thread(thread_id, now)
+            ids = [record.message_id for record in originals]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                taken = conn.execute(
+                    "SELECT message_id FROM messages WHERE thread_id = ? AND state = ? "
+                    f"AND message_id IN ({marks}) LIMIT 1",
+                    (thread_id, DISTILLED, *chunk),
+                ).fetchone()
+                if taken is not None:
+                    raise DistilledElsewhere(
+                        f"message {taken[0]!r} of thread {thread_id!r} was distilled by "
+                        "another writer meanwhile"
+                    )
             refs = self._insert_messages(thread_id, originals, ARCHIVED, now)
             log_id = self._insert_log(thread_id, log, now)
             conn.executemany(
@@ -584,7 +603,8 @@ class SQLiteMemoryStore:
                     "SELECT anchor, memory_cap FROM threads WHERE thread_id = ?", (thread_id,)
                 ).fetchone()
                 counts = conn.execute(
-                    "SELECT SUM(outcome = 'ok'), SUM(outcome NOT IN ('ok', 'reduced')) "
+                    "SELECT SUM(outcome = 'ok'), SUM(outcome NOT IN ('ok', 'reduced')), "
+                    "MAX(CASE WHEN outcome = 'ok' THEN id END) "
                     "FROM distillations WHERE thread_id = ?",
                     (thread_id,),
                 ).fetchone()
@@ -604,10 +624,24 @@ class SQLiteMemoryStore:
             facts=tuple(_stored_fact(row) for row in fact_rows),
             anchor=thread[0] if thread else None,
             memory_cap=thread[1] if thread else None,
+            last_distillation_id=int(counts[2] or 0),
             distilled_tokens=sum(row[2] for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),
             failures=int(counts[1] or 0),
         )
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to this database (cheap to ask)."""
+        with self._reading() as conn:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def last_distillation_id(self, thread_id: str) -> int:
+        """The newest committed distillation of a thread (0 if none)."""
+        rows = self._rows(
+            "SELECT MAX(id) FROM distillations WHERE thread_id = ? AND outcome = 'ok'",
+            (thread_id,),
+        )
+        return int(rows[0][0] or 0)
 
     def get_messages(
         self, thread_id: str, *, ids: Sequence[str] = (), refs: Sequence[int] = ()
