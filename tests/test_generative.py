@@ -23,12 +23,12 @@ from context_distill.distillers import Distiller, generative
 from context_distill.distillers.generative import GenerativeDistiller
 from context_distill.grounding import check_fact
 from context_distill.models.decoding import (
-    _PREFIXES,
     _common_prefix,
     _FastDecoder,
     answer_text,
     greedy_generate,
     is_supported,
+    prefix_cache,
     stop_tables,
 )
 from context_distill.models.loading import LoadedModel
@@ -116,9 +116,9 @@ def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing() -> None:
     tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
     expected = hf_greedy(loaded, prompts, 10)
     assert _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False) == expected
-    cached = len(_PREFIXES)
+    assert len(prefix_cache(loaded)) == 1
     again = _FastDecoder(loaded, tables).run(prompts[::-1], [10, 10, 10], cuda_graphs=False)
-    assert again == expected[::-1] and len(_PREFIXES) == cached  # reused, not recomputed
+    assert again == expected[::-1] and len(prefix_cache(loaded)) == 1  # reused
 
 
 def test_rows_stop_at_their_cap_and_at_stop_tokens() -> None:

@@ -13,7 +13,6 @@ through ``generate`` with the same inputs and the same stopping rules.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +29,14 @@ _SUPPORTED = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
 _SYNC_EVERY = 8  # decode steps between checks whether every row has finished
 _MIN_SHARED = 8  # a shorter common prefix is not worth a separate pass
 _PREFIX_SLOTS = 4
-_PREFIXES: OrderedDict[tuple[Any, ...], tuple[list[Any], list[Any]]] = OrderedDict()
-_PREFIX_LOCK = threading.Lock()
+
+
+def prefix_cache(loaded: LoadedModel) -> OrderedDict[tuple[int, ...], Any]:
+    """Keys and values of recent shared prompt prefixes, newest last (caller holds the lock)."""
+    cache: OrderedDict[tuple[int, ...], Any] = loaded.caches.setdefault(
+        "prompt_prefixes", OrderedDict()
+    )
+    return cache
 
 
 def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
@@ -56,18 +61,13 @@ class StopTables:
     texts: tuple[str, ...]
 
 
-_TABLES: dict[int, StopTables] = {}
-_TABLES_LOCK = threading.Lock()
-
-
 def stop_tables(loaded: LoadedModel, vocab_size: int) -> StopTables:
     """Built once per tokenizer: decoding 50k single tokens takes a moment."""
     import torch
 
-    key = id(loaded.tokenizer)
-    with _TABLES_LOCK:
-        cached = _TABLES.get(key)
-        if cached is not None and cached.stop.device == loaded.device:
+    with loaded.caches_lock:
+        cached: StopTables | None = loaded.caches.get("stop_tables")
+        if cached is not None and len(cached.texts) == vocab_size:
             return cached
         tokenizer = loaded.tokenizer
         known = min(vocab_size, len(tokenizer))
@@ -98,7 +98,7 @@ def stop_tables(loaded: LoadedModel, vocab_size: int) -> StopTables:
             content=torch.tensor([bool(t.strip()) for t in texts]).to(loaded.device),
             texts=texts,
         )
-        _TABLES[key] = tables
+        loaded.caches["stop_tables"] = tables
         return tables
 
 
@@ -348,11 +348,12 @@ class _FastDecoder:
         """Keys and values of a shared prefix, from the cache or computed once."""
         import torch
 
-        key = (id(self.loaded.model), str(self.device), str(self.dtype), tuple(prefix))
-        with _PREFIX_LOCK:
-            hit = _PREFIXES.get(key)
+        key = tuple(prefix)
+        with self.loaded.caches_lock:
+            prefixes = prefix_cache(self.loaded)
+            hit: tuple[list[torch.Tensor], list[torch.Tensor]] | None = prefixes.get(key)
             if hit is not None:
-                _PREFIXES.move_to_end(key)
+                prefixes.move_to_end(key)
                 return hit
         length = len(prefix)
         shape = (1, self.kv_heads, length, self.head_dim)
@@ -366,10 +367,10 @@ class _FastDecoder:
         self._forward(
             tokens, cos_table[None, :length], sin_table[None, :length], slots, mask, length, caches
         )
-        with _PREFIX_LOCK:
-            _PREFIXES[key] = caches
-            while len(_PREFIXES) > _PREFIX_SLOTS:
-                _PREFIXES.popitem(last=False)
+        with self.loaded.caches_lock:
+            prefixes[key] = caches
+            while len(prefixes) > _PREFIX_SLOTS:
+                prefixes.popitem(last=False)
         return caches
 
     def _step(

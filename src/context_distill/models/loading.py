@@ -71,6 +71,10 @@ class LoadedModel:
     dtype: torch.dtype
     source: str
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    #: Per-model caches of the code that uses it (stop tables, prompt prefixes); they
+    #: live and die with the model.
+    caches: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    caches_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def name(self) -> str:
