@@ -388,6 +388,8 @@ class ContextDistiller:
         tail = True
         for position in range(len(messages) - 1, -1, -1):
             message = messages[position]
+            if not isinstance(message, BaseMessage):
+                continue  # the ledger refuses it with InvalidMessageError
             if marker(message) == MEMORY_MARK:
                 return frozenset()
             mid = _id_at(messages, position)
