@@ -39,6 +39,8 @@ def fork_writer(
     pid = os.fork()
     if pid == 0:  # child
         code = 0
+        errors = os.open(f"{ack}.stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(errors, 2)
         try:
             crash_writer(str(db), str(ack), seed, THREADS, TURNS, phase, crash_at)
         except BaseException:
@@ -59,7 +61,14 @@ def fork_writer(
         _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+    code = os.WEXITSTATUS(status)
+    if code:
+        errors = Path(f"{ack}.stderr")
+        raise AssertionError(
+            f"writer failed with exit code {code}:\n"
+            + (errors.read_text()[-3000:] if errors.exists() else "(no output)")
+        )
+    return code
 
 
 def statements_in(tmp_path: Path, phase: str, seed: int) -> int:
@@ -105,15 +114,23 @@ def test_kill_at_statements_inside_archive_and_distillation(tmp_path: Path) -> N
     assert checked > 0
 
 
+def writer_seconds(tmp_path: Path, seed: int) -> float:
+    """How long an uninterrupted writer runs here (kill times are drawn within it)."""
+    started = time.monotonic()
+    fork_writer(tmp_path / "timing.db", tmp_path / "timing.ack", seed, "none", 0)
+    return time.monotonic() - started
+
+
 def test_kill_at_random_moments(tmp_path: Path) -> None:
     rng = random.Random(7)
+    span = writer_seconds(tmp_path, 100)
     killed = 0
     checked = 0
     for run in range(6):
         seed = 100 + run
         db = tmp_path / f"r{run}.db"
         ack = tmp_path / f"r{run}.ack"
-        code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.02, 0.6))
+        code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.05, 0.9) * span)
         assert code in (0, -signal.SIGKILL), f"writer failed with exit code {code}"
         killed += code == -signal.SIGKILL
         report = check_after_crash(db, ack, seed, THREADS)
@@ -127,10 +144,11 @@ def test_repeated_crashes_on_one_archive(tmp_path: Path) -> None:
     """Several writers killed one after another on the same file, each resuming."""
     db = tmp_path / "same.db"
     rng = random.Random(11)
+    span = writer_seconds(tmp_path, 300)
     for run in range(4):
         ack = tmp_path / f"same{run}.ack"
         seed = 300 + run
-        code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.05, 0.4))
+        code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.05, 0.9) * span)
         assert code in (0, -signal.SIGKILL)
         report = check_after_crash(db, ack, seed, THREADS, resume_turns=1)
         assert not report.problems, f"run {run}: {report.problems[:10]}"

@@ -15,6 +15,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +46,14 @@ from context_distill import ContextDistiller, SQLiteMemoryStore
 from context_distill.errors import ContextDistillError
 from context_distill.messages import REDUCED_MARK
 
+# bench/soak.py runs these campaigns at size: it sets the examples a call and no database.
+_SOAK = os.environ.get("CONTEXT_DISTILL_FUZZ_EXAMPLES")
+EXAMPLES = int(_SOAK) if _SOAK else 40
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    **({"database": None} if _SOAK else {}),
 )
 
 # -- strategies -------------------------------------------------------------------
@@ -410,8 +415,8 @@ def test_chat_history(archive: Path, tid: str, batches: list[list[BaseMessage]],
         engine.store.close()
 
 
-@pytest.fixture(scope="module")
-def recall_archive() -> Iterator[ContextDistiller]:
+@contextlib.contextmanager
+def recall_engine() -> Iterator[ContextDistiller]:
     """Two threads in one archive; the recall tool serves thread A."""
     with tempfile.TemporaryDirectory() as folder:
         engine = engine_for(Path(folder) / "recall.db", 120, 60)
@@ -425,11 +430,19 @@ def recall_archive() -> Iterator[ContextDistiller]:
                     AIMessage(f"{secret} step {i} invoice 'x' \"y\" NEAR OR * #3", id=f"a{i}")
                 )
                 engine.update(tid, history)
+        try:
+            yield engine
+        finally:
+            engine.store.close()
+
+
+@pytest.fixture(scope="module")
+def recall_archive() -> Iterator[ContextDistiller]:
+    with recall_engine() as engine:
         yield engine
-        engine.store.close()
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=max(EXAMPLES * 2 // 3, 1))
 @given(
     query=st.one_of(
         any_text,

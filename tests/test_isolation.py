@@ -219,6 +219,19 @@ def _safe(node: ast.AST, scope: _Scope, seen: frozenset[str] = frozenset()) -> b
         return all(_safe(e, scope, seen) for e in node.elts)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         return node.func.id in ("int", "float", "len")  # numbers cannot carry SQL
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "join"
+        and isinstance(node.func.value, ast.Constant)
+    ):
+        return all(_safe(a, scope, seen) for a in node.args)  # ", ".join("?" * n)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        # A constant string repeated: "?" * n (the count cannot add text of its own).
+        return any(
+            isinstance(side, ast.Constant) and isinstance(side.value, str)
+            for side in (node.left, node.right)
+        )
     if isinstance(node, _Elements):
         return _safe(node.iterable, scope, seen)
     if isinstance(node, _Item):
@@ -313,6 +326,8 @@ def test_no_sql_in_the_package_is_built_from_user_data() -> None:
         "def f(conn, tid):\n    sql = f\"DELETE FROM t WHERE id = '{tid}'\"\n    conn.execute(sql)",
         "def f(conn, table):\n    conn.execute(f'DROP TABLE {table}')",
         "def f(self, tid):\n    self._rows(f\"SELECT 1 FROM t WHERE id = '{tid}'\")",
+        "def f(conn, ids):\n    marks = ', '.join(ids)\n"
+        "    conn.execute(f'SELECT 1 FROM t WHERE id IN ({marks})')",
         "def f(conn, q):\n    where = 'WHERE x = ' + q\n"
         "    conn.execute(f'SELECT 1 FROM t {where}')",
     ],
@@ -331,6 +346,8 @@ def test_the_sql_check_catches_built_sql(snippet: str) -> None:
         "    conn.execute(f'SELECT 1 FROM t {where}', p)",
         "def f(conn, n: int):\n    conn.execute(f'PRAGMA user_version = {n}')",
         "def _rows(self, sql, params):\n    return self.conn.execute(sql, params)",
+        "def f(conn, ids):\n    marks = ', '.join('?' * len(ids))\n"
+        "    conn.execute(f'SELECT 1 FROM t WHERE id IN ({marks})', ids)",
     ],
 )
 def test_the_sql_check_accepts_parameterised_sql(snippet: str) -> None:
