@@ -13,6 +13,7 @@ from .errors import (
     ContextDistillError,
     InputFormatError,
     InvalidMessageError,
+    InvalidThreadIdError,
     MissingExtraError,
     StoreError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "GroupFacts",
     "InputFormatError",
     "InvalidMessageError",
+    "InvalidThreadIdError",
     "MissingExtraError",
     "SQLiteMemoryStore",
     "StoreError",

@@ -23,7 +23,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 
 from .dates import advance, from_iso, to_iso
 from .distillers import Distiller, resolve_distiller
-from .errors import InvalidMessageError, StoreError
+from .errors import InvalidMessageError, InvalidThreadIdError, StoreError
 from .ledger import Ledger, LiveGroup, TokenCache
 from .memory import MemoryBlock
 from .messages import MEMORY_MARK, derived_id, marker, text_of, to_json
@@ -278,7 +278,13 @@ class ContextDistiller:
 
     def _thread(self, thread_id: str) -> _Thread:
         if not isinstance(thread_id, str) or not thread_id:
-            raise ValueError(f"thread_id must be a non-empty string, not {thread_id!r}")
+            raise InvalidThreadIdError(f"thread_id must be a non-empty string, not {thread_id!r}")
+        try:
+            thread_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidThreadIdError(
+                f"thread_id {thread_id!r} is not valid Unicode (unpaired surrogate)"
+            ) from None
         with self._threads_lock:
             thread = self._threads.get(thread_id)
             if thread is None:
@@ -674,8 +680,8 @@ class ContextDistiller:
                 if not isinstance(fact, Fact) or not isinstance(fact.text, str):
                     return [], f"result {index} holds a {type(fact).__name__}, not a Fact"
                 text = clean_fact_text(fact.text)
-                if not text:
-                    continue
+                if not any(ch.isalnum() for ch in text):
+                    continue  # blank or punctuation only: says nothing
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:

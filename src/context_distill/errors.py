@@ -11,6 +11,10 @@ class InvalidMessageError(ContextDistillError, ValueError):
     """A message (or a history) the library cannot accept; the text says which and why."""
 
 
+class InvalidThreadIdError(ContextDistillError, ValueError):
+    """A thread id that is not a non-empty string of valid Unicode."""
+
+
 class InputFormatError(ContextDistillError, ValueError):
     """A session file the command line cannot read; the text names the line."""
 
