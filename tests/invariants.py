@@ -694,12 +694,19 @@ def crash_writer(
         os.fsync(fd)
 
     sessions = crash_sessions(engine, seed, threads)
+    gone: dict[str, set[str]] = {s.thread_id: set() for s in sessions}
+    shortened: dict[str, set[str]] = {s.thread_id: set() for s in sessions}
     for turn in range(turns):
         for s in sessions:
             update, _ = s.step()
             shown = {m.id for m in update.view}
-            left = [m.id for m in s.history if m.id not in shown]
-            reduced = [m.id for m in update.view if mark_of(m) == REDUCED_MARK]
+            done, short = gone[s.thread_id], shortened[s.thread_id]
+            left = [m.id for m in s.history if m.id not in shown and m.id not in done]
+            reduced = [
+                m.id for m in update.view if mark_of(m) == REDUCED_MARK and m.id not in short
+            ]
+            done.update(left)
+            short.update(reduced)
             ack({"thread": s.thread_id, "turn": s.turn, "left": left, "reduced": reduced})
         if turn % 2 == 0:
             records = direct_records(seed, turn)
