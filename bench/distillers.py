@@ -44,7 +44,7 @@ from context_distill.types import Group, GroupFacts
 
 # ------------------------------------------------------------ measuring wrapper
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _CAPITAL = re.compile(r"(?<=[a-z,;] )[A-Z][a-zA-Z]+")
 
 
@@ -54,9 +54,11 @@ def _audit(fact: str, group: Group) -> bool:
     source += "\n" + resolve_relative(source, group.anchor)
     if group.anchor is not None:
         source += f"\n{group.anchor:%d %B %Y} {group.anchor.day} {group.anchor.year}"
-    plain = source.replace(",", "")
     lower = source.lower()
-    numbers_ok = all(n.replace(",", "") in plain or n in source for n in _NUMBER.findall(fact))
+    stated = {float(n) for n in _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", source))}
+    numbers_ok = all(
+        float(n) in stated for n in _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", fact))
+    )
     names_ok = all(name.lower() in lower for name in _CAPITAL.findall(fact))
     return numbers_ok and names_ok
 
