@@ -286,6 +286,7 @@ def fuzz_campaign(seconds: float, examples: int | None, folder: Path) -> Row:
         ("engine async", fz.test_engine_async_twin, {"archive": archive}),
         ("langgraph node", fz.test_langgraph_node, {"archive": archive}),
         ("chat history", fz.test_chat_history, {"archive": archive}),
+        ("agent middleware", fz.test_agent_middleware, {"archive": archive}),
     ]
     recall = contextlib.ExitStack()
     engine = recall.enter_context(fz.recall_engine())

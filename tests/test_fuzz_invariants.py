@@ -386,6 +386,50 @@ def test_langgraph_node(
         engine.store.close()
 
 
+@settings(SETTINGS, max_examples=max(EXAMPLES // 2, 1))
+@given(
+    tid=thread_ids,
+    batches=turns(with_ids=True, junk=False),  # LangGraph coerces junk before any door
+    mode=st.sampled_from(["view", "rewrite"]),
+)
+def test_agent_middleware(
+    archive: Path, tid: str, batches: list[list[BaseMessage]], mode: str
+) -> None:
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from context_distill.middleware import ContextDistillMiddleware
+    from context_distill.testing import ScriptedChatModel
+
+    tid = f"{tid}#{next(_counter)}"
+    engine = engine_for(archive, 120, 60)
+    seen: list[list[BaseMessage]] = []
+
+    def respond(messages: list[BaseMessage]) -> str:
+        seen.append(list(messages))
+        return "noted"
+
+    agent = create_agent(
+        ScriptedChatModel(respond=respond),
+        [],
+        middleware=[ContextDistillMiddleware(engine, mode=mode)],  # type: ignore[arg-type]
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": tid}}
+    try:
+        for batch in batches:
+            try:
+                agent.invoke({"messages": batch}, config)
+            except ContextDistillError as exc:
+                clear_error(exc)
+                event(f"refused: {type(exc).__name__}")
+                break  # the thread's state now holds the refused batch: stop here
+            assert seen, "the model was not called"
+            assert not tool_pairing(seen[-1])
+    finally:
+        engine.store.close()
+
+
 @SETTINGS
 @given(
     tid=thread_ids,
