@@ -10,7 +10,10 @@ an archive and of upgrading an old one; after each kill the archive must open, p
 and let a fresh process continue every thread with the invariants intact.
 Concurrency: threads and processes archiving and distilling into one file at once;
 throughput in archived messages per second, then every thread and the file checked.
-Fuzz: the hypothesis campaigns of ``tests/test_fuzz_invariants.py`` (every door).
+Fuzz: the hypothesis campaigns of ``tests/test_fuzz_invariants.py`` through every door
+(engine sync/async/view/rewrite, DistillNode, middleware, chat history, recall tool);
+"inputs tried" counts examples (each a whole hostile conversation), "writes checked"
+the engine turns whose views were checked.
 
 Prints one table. Violations should be zero; each one is listed after the table.
 Needs ``os.fork`` (Linux, macOS).
@@ -293,7 +296,6 @@ def fuzz_campaign(seconds: float, examples: int | None, folder: Path) -> Row:
     campaigns.append(("recall tool", fz.test_recall_tool_and_search, {"recall_archive": engine}))
     started = time.monotonic()
     done_examples = 0
-    rounds = 0
     try:
         while True:
             for name, test, kwargs in campaigns:
@@ -312,20 +314,54 @@ def fuzz_campaign(seconds: float, examples: int | None, folder: Path) -> Row:
                     ]
                     row.violations.append(f"fuzz {name}: {text[:2000]}\n at {' < '.join(where)}")
                 done_examples += batch
-                counted = tried["n"] - before
-                # Doors driven without drive() (node, history, recall) count their examples.
-                row.inputs += counted if counted else batch
+                row.runs += 1
+                row.inputs += batch  # hypothesis examples: a whole conversation each
+                row.writes += tried["n"] - before  # turns fed to the engine by drive()
             else:
-                rounds += 1
                 continue
             break
     finally:
         fz.drive = drive
         recall.close()
-    row.runs = rounds
     row.violations += inv.check_db(archive)
     row.seconds = time.monotonic() - started
     return row
+
+
+# -- a long session -----------------------------------------------------------------------
+
+
+def long_session(turns: int, folder: Path) -> str:
+    """Turn cost early and late in one long rewrite-style session (should not grow)."""
+    import gc
+
+    import test_resource_bounds as rb
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    engine = ContextDistiller(
+        SQLiteMemoryStore(folder / "long.db"), budget_tokens=4000, token_counter=inv.cheap_count
+    )
+    held: list[Any] = [
+        SystemMessage("You are a careful agent.", id="sys"),
+        HumanMessage("Task: check every item.", id="task"),
+    ]
+    window = max(turns // 10, 1)
+    costs: list[float] = []
+    started = time.perf_counter()
+    for n, new in enumerate(rb.turns(1, turns + 1), start=1):
+        held = engine.update("long", held + new).view
+        if n % window == 0:
+            now = time.perf_counter()
+            costs.append((now - started) / window * 1000)
+            started = now
+    gc.collect()
+    archived = engine.store.stats("long")["messages_archived"]
+    engine.store.close()
+    return (
+        f"long session: {turns} turns, {archived} messages archived; ms a turn by tenth: "
+        + " ".join(f"{c:.2f}" for c in costs)
+        + f" (last/first {costs[-1] / costs[0]:.1f}x)"
+    )
 
 
 # -- the table --------------------------------------------------------------------------
@@ -394,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=40, help="turns a conversation thread")
     parser.add_argument("--check", action="store_true", help="check every view (slower)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--long-turns", type=int, default=10_000, help="long-session probe (0: skip)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument(
@@ -408,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="context-distill-soak-"))
     print(f"soak: seed {seed}, {args.minutes:g} min, scratch {folder}", flush=True)
     rows: list[Row] = []
+    notes: list[str] = []
     try:
         started = time.monotonic()
         for kind in ("threads", "processes") if args.only in (None, "concurrency") else ():
@@ -426,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             left = max(budget - (time.monotonic() - started), 20.0)
             rows.append(fuzz_campaign(left, args.fuzz_examples, folder))
             print(f"  fuzz: {rows[-1].inputs} inputs, {rows[-1].seconds:.0f} s", flush=True)
+        if args.long_turns and args.only is None:
+            notes.append(long_session(args.long_turns, folder))
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -434,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     order += [r for r in rows if r.campaign.startswith("fuzz")]
     print()
     print(table(order))
+    for note in notes:
+        print(note)
     violations = [v for r in order for v in r.violations]
     if violations:
         print(f"\n{len(violations)} violation(s):")

@@ -430,7 +430,7 @@ def test_agent_middleware(
         engine.store.close()
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=max(EXAMPLES // 2, 1))
 @given(
     tid=thread_ids,
     batches=turns(with_ids=False, junk=False),  # junk: test_chat_history_refuses_non_messages

@@ -56,10 +56,10 @@ SCRIPT = textwrap.dedent(
     from invariants import make_turn, session_start
 
     # 1. The engine with its defaults: extractive distiller, o200k_base counts.
-    engine = ContextDistiller(SQLiteMemoryStore(folder + "/private.db"), budget_tokens=3000)
+    engine = ContextDistiller(SQLiteMemoryStore(folder + "/private.db"), budget_tokens=2000)
     history = session_start("p")
     rng = random.Random(1)
-    for turn in range(1, 80):
+    for turn in range(1, 50):
         history += make_turn(rng, "p", turn)
         update = engine.update("private", history)
     assert update.stats.distillations > 0, update.stats
