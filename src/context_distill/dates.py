@@ -48,19 +48,19 @@ def parse_date(text: str) -> datetime | None:
         best = (match.start(), found)
         break
     for pattern, order in ((_DMY, "dmy"), (_MDY, "mdy")):
-        match = pattern.search(text)
-        if match is None or (best is not None and best[0] <= match.start()):
+        named = pattern.search(text)
+        if named is None or (best is not None and best[0] <= named.start()):
             continue
-        day_s, month_s = (match[1], match[2]) if order == "dmy" else (match[2], match[1])
+        day_s, month_s = (named[1], named[2]) if order == "dmy" else (named[2], named[1])
         try:
-            found = datetime(int(match[3]), _MONTHS[month_s.lower().rstrip(".")], int(day_s))
+            found = datetime(int(named[3]), _MONTHS[month_s.lower().rstrip(".")], int(day_s))
         except (ValueError, KeyError):
             continue
         time_match = _TIME.search(text)
         if time_match:
             hour = int(time_match[1]) % 12 + (12 if time_match[3].lower() == "p" else 0)
             found = found.replace(hour=hour, minute=int(time_match[2]))
-        best = (match.start(), found)
+        best = (named.start(), found)
     return best[1] if best else None
 
 

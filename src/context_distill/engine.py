@@ -108,11 +108,10 @@ def _merge(ready: list[GroupFacts | None], fresh: list[GroupFacts]) -> list[Grou
     if not isinstance(fresh, list):
         return fresh  # let the output check name what came back
     supply = iter(fresh)
-    merged: list[GroupFacts] = [
-        found if found is not None else next(supply, None) for found in ready
-    ]  # type: ignore[misc]
-    extra = list(supply)
-    return merged + extra  # a length mismatch is reported by the output check
+    merged: list[Any] = [found if found is not None else next(supply, None) for found in ready]
+    # A shortfall leaves None in place and a surplus hangs off the end: the output
+    # check then names the mismatch.
+    return merged + list(supply)
 
 
 @dataclass(slots=True)
@@ -398,7 +397,7 @@ class ContextDistiller:
                 continue  # the ledger refuses it with InvalidMessageError
             if marker(message) == MEMORY_MARK:
                 return frozenset()
-            mid = _id_at(messages, position)
+            mid = message.id or derived_id(message, position)
             if tail:
                 protected.add(mid)
                 tail = isinstance(message, ToolMessage)

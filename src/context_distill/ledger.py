@@ -169,7 +169,7 @@ class Ledger:
             )
         group = LiveGroup(origin=position)
         if isinstance(message, AIMessage) and message.tool_calls:
-            group.pending = {call["id"] for call in message.tool_calls if call.get("id")}
+            group.pending = {cid for call in message.tool_calls if (cid := call.get("id"))}
         if is_human(message):
             group.human = True
             if self.held is not None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 
 from ..dates import message_date, resolve_relative
 from ..messages import MARKER_KEY, REDUCED_MARK
@@ -58,7 +58,7 @@ def _arg(value: Any) -> str:
     return text if len(text) <= _MAX_ARG_CHARS else text[: _MAX_ARG_CHARS - 1] + "…"
 
 
-def _call_line(call: dict[str, Any]) -> tuple[str, frozenset[str]]:
+def _call_line(call: ToolCall) -> tuple[str, frozenset[str]]:
     args = call.get("args") or {}
     if isinstance(args, dict):
         rendered = ", ".join(f"{key}={_arg(value)}" for key, value in args.items())
