@@ -610,6 +610,51 @@ def test_reused_id_of_a_distilled_message_is_not_silently_lost(tmp_path: Path) -
     engine.store.close()
 
 
+def test_store_refuses_other_content_under_an_archived_id(tmp_path: Path) -> None:
+    """The archive never keeps the old message and drops a new one that reuses its id."""
+    from context_distill.errors import StoreError
+    from context_distill.messages import digest, text_of, to_json
+    from context_distill.store import DistillationLog, FactRecord, MessageRecord
+
+    def record(message: BaseMessage) -> MessageRecord:
+        assert message.id is not None
+        return MessageRecord(
+            message.id, message.type, digest(message), 5, text_of(message), to_json(message)
+        )
+
+    store = SQLiteMemoryStore(tmp_path / "reuse-store.db")
+    first = AIMessage("the original text", id="m1")
+    store.archive("t", [record(first)])
+    store.archive("t", [record(first)])  # the same message again: fine
+    log = DistillationLog(distiller="x", outcome="ok", groups=1, messages=1, facts=1)
+    other = AIMessage("different text under the same id", id="m1")
+    with pytest.raises(StoreError, match="other content"):
+        store.archive("t", [record(other)])
+    with pytest.raises(StoreError, match="other content"):
+        store.commit_distillation(
+            "t",
+            originals=[record(other)],
+            facts=[FactRecord("f", ("m1",), 2)],
+            log=log,
+            anchor=None,
+        )
+    store.commit_distillation(
+        "t", originals=[record(first)], facts=[FactRecord("f", ("m1",), 2)], log=log, anchor=None
+    )
+    with pytest.raises(StoreError, match="other content"):
+        store.commit_distillation(
+            "t",
+            originals=[record(other)],
+            facts=[FactRecord("g", ("m1",), 2)],
+            log=log,
+            anchor=None,
+        )
+    [(_, kept)] = store.get_messages("t", ids=["m1"])
+    assert kept.content == "the original text"
+    assert not check_db(tmp_path / "reuse-store.db")
+    store.close()
+
+
 def test_rewound_history_keeps_the_latest_human_message(tmp_path: Path) -> None:
     """LangGraph time travel: the caller resumes from an earlier checkpoint."""
     engine = engine_for(tmp_path / "rewind.db", 200, None)

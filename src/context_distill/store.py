@@ -244,6 +244,18 @@ def _storable(value: object) -> bool:
     return True
 
 
+def _check_same(thread_id: str, record: MessageRecord, archived_digest: str) -> None:
+    """Refuse a different message under an id the thread's archive already holds.
+
+    Keeping the archived one would silently lose the new message's content.
+    """
+    if record.digest and archived_digest and record.digest != archived_digest:
+        raise StoreError(
+            f"message id {record.message_id!r} of thread {thread_id!r} is archived already "
+            "with other content; each message of a thread needs an id of its own"
+        )
+
+
 def _check_thread_id(thread_id: object) -> str:
     """The thread id as stored, or StoreError for one SQLite cannot store as text."""
     if not isinstance(thread_id, str) or not thread_id:
@@ -405,10 +417,12 @@ class SQLiteMemoryStore:
         next_seq = int(row[0])
         for record in records:
             found = conn.execute(
-                "SELECT seq FROM messages WHERE thread_id = ? AND message_id = ?",
+                "SELECT seq, digest, state FROM messages WHERE thread_id = ? AND message_id = ?",
                 (thread_id, record.message_id),
             ).fetchone()
             if found is not None:
+                if found[2] != REDUCED:  # a reduced result is archived as its original
+                    _check_same(thread_id, record, found[1])
                 refs[record.message_id] = int(found[0])
                 continue
             if record.data is None:
@@ -497,17 +511,20 @@ class SQLiteMemoryStore:
             conn = self._conn
             self._ensure_thread(thread_id, now)
             ids = [record.message_id for record in originals]
+            by_id = {record.message_id: record for record in originals}
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
                 taken = conn.execute(
-                    "SELECT message_id FROM messages WHERE thread_id = ? AND state = ? "
-                    f"AND message_id IN ({marks}) LIMIT 1",
+                    "SELECT message_id, digest FROM messages WHERE thread_id = ? AND state = ? "
+                    f"AND message_id IN ({marks})",
                     (thread_id, DISTILLED, *chunk),
-                ).fetchone()
-                if taken is not None:
+                ).fetchall()
+                for message_id, digest in taken:  # another message under a used id?
+                    _check_same(thread_id, by_id[message_id], digest)
+                if taken:
                     raise DistilledElsewhere(
-                        f"message {taken[0]!r} of thread {thread_id!r} was distilled by "
+                        f"message {taken[0][0]!r} of thread {thread_id!r} was distilled by "
                         "another writer meanwhile"
                     )
             refs = self._insert_messages(thread_id, originals, ARCHIVED, now)
