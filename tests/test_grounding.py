@@ -73,6 +73,7 @@ def test_faithful_restatements_are_grounded(fact: str, source: str) -> None:
         ("pytest tests/test_app.py → 3 failed", PYTEST, "tests/test_app.py"),
         ("pytest: 4 failed, 41 passed", PYTEST, "4"),
         ("test_logout raised ValueError", PYTEST, "test_logout"),
+        ("Carole liked the event", "Melanie: Caroline, the event was great.", "Carole"),
     ],
 )
 def test_invented_values_are_caught(fact: str, source: str, invented: str) -> None:
@@ -98,6 +99,10 @@ def test_names_match_case_insensitively_and_whole_words_only() -> None:
 
 def test_common_words_may_open_a_fact_with_a_capital() -> None:
     assert is_grounded("Went to LGBTQ support group; powerful", CHAT)
+    assert is_grounded(
+        "Thank you, Caroline! Event thought-provoking",
+        "Mel: Thanks, Caroline! The event was thought-provoking.",
+    )
     # An unknown capitalised word mid-sentence is a name and must be in the source.
     assert not is_grounded("went to group with Priya", CHAT)
 

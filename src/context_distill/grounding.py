@@ -63,7 +63,8 @@ COMMON_OPENERS = frozenset(
     shares created creates added adds removed removes updated updates fixed fixes
     failed fails passed passes returned returns ok okay both all some many most each
     every other another new old first last next recent recently today yesterday tomorrow
-    tonight currently now later earlier before after during since until
+    tonight currently now later earlier before after during since until thank thanks
+    love hope sorry great good glad nice happy excited
     """.split()
 )
 
@@ -375,8 +376,13 @@ class SourceIndex:
         self.numbers.update(float(_NUMBER_WORDS[w]) for w in words if w in _NUMBER_WORDS)
         self.words = set(words)
         self.stems = {_stem(word) for word in words}
-        # Stems of words the source writes in lower case: common words, not names.
-        self.common_stems = {_stem(w) for w in re.findall(r"(?<![\w'])[a-z][a-z']+", _unify(text))}
+        # Words the source writes in lower case (by stem), or opens a sentence with
+        # (exactly): common words, not names.
+        unified = _unify(text)
+        self.common_stems = {_stem(w) for w in re.findall(r"(?<![\w'])[a-z][a-z']+", unified)}
+        self.openers = {
+            w.lower() for w in re.findall(r"(?:^|[.!?:]\s+|\n)([A-Z][a-z']+)\b(?!:)", unified)
+        }
         self.weekdays = {
             date(key.year, key.month, key.day).weekday()
             for key in self.dates
@@ -432,7 +438,9 @@ class SourceIndex:
         if lower in _WEEKDAYS:
             return _WEEKDAYS[lower] in self.weekdays
         at_start = _SENTENCE_START_RE.search(fact[:start]) is not None
-        return at_start and (lower in COMMON_OPENERS or _stem(lower) in self.common_stems)
+        return at_start and (
+            lower in COMMON_OPENERS or lower in self.openers or _stem(lower) in self.common_stems
+        )
 
     def _overlap(self, text: str) -> float:
         content = [
