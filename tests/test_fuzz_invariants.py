@@ -395,39 +395,49 @@ def test_langgraph_node(
 def test_agent_middleware(
     archive: Path, tid: str, batches: list[list[BaseMessage]], mode: str
 ) -> None:
-    from langchain.agents import create_agent
-    from langgraph.checkpoint.memory import InMemorySaver
-
-    from context_distill.middleware import ContextDistillMiddleware
-    from context_distill.testing import ScriptedChatModel
-
     tid = f"{tid}#{next(_counter)}"
-    engine = engine_for(archive, 120, 60)
-    seen: list[list[BaseMessage]] = []
-
-    def respond(messages: list[BaseMessage]) -> str:
-        seen.append(list(messages))
-        return "noted"
-
-    agent = create_agent(
-        ScriptedChatModel(respond=respond),
-        [],
-        middleware=[ContextDistillMiddleware(engine, mode=mode)],  # type: ignore[arg-type]
-        checkpointer=InMemorySaver(),
-    )
+    agent, seen = _agent(archive, mode)
     config = {"configurable": {"thread_id": tid}}
-    try:
-        for batch in batches:
-            try:
-                agent.invoke({"messages": batch}, config)
-            except ContextDistillError as exc:
-                clear_error(exc)
-                event(f"refused: {type(exc).__name__}")
-                break  # the thread's state now holds the refused batch: stop here
-            assert seen, "the model was not called"
-            assert not tool_pairing(seen[-1])
-    finally:
-        engine.store.close()
+    for batch in batches:
+        seen.clear()
+        try:
+            agent.invoke({"messages": batch}, config)
+        except ContextDistillError as exc:
+            clear_error(exc)
+            event(f"refused: {type(exc).__name__}")
+            break  # the thread's state now holds the refused batch: stop here
+        assert seen, "the model was not called"
+        assert not tool_pairing(seen[-1])
+
+
+_AGENTS: dict[tuple[Path, str], tuple[Any, list[list[BaseMessage]]]] = {}
+
+
+def _agent(archive: Path, mode: str) -> tuple[Any, list[list[BaseMessage]]]:
+    """One create_agent app per archive and mode (building one is slow); threads differ."""
+    key = (archive, mode)
+    if key not in _AGENTS:
+        from langchain.agents import create_agent
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        from context_distill.middleware import ContextDistillMiddleware
+        from context_distill.testing import ScriptedChatModel
+
+        seen: list[list[BaseMessage]] = []
+
+        def respond(messages: list[BaseMessage]) -> str:
+            seen.append(list(messages))
+            return "noted"
+
+        engine = engine_for(archive, 120, 60)
+        agent = create_agent(
+            ScriptedChatModel(respond=respond, record=False),
+            [],
+            middleware=[ContextDistillMiddleware(engine, mode=mode)],  # type: ignore[arg-type]
+            checkpointer=InMemorySaver(),
+        )
+        _AGENTS[key] = (agent, seen)
+    return _AGENTS[key]
 
 
 @settings(SETTINGS, max_examples=max(EXAMPLES // 2, 1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,18 @@ def engine(tmp_path: Path) -> ContextDistiller:
     )
 
 
+@pytest.fixture(scope="module")
+def filled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ContextDistiller, dict[str, Session], Path]]:
+    """One archive filled once for the tests that only read it."""
+    path = tmp_path_factory.mktemp("isolation") / "shared.db"
+    engine = ContextDistiller(SQLiteMemoryStore(path), budget_tokens=300, token_counter=cheap_count)
+    sessions = _fill(engine)
+    yield engine, sessions, path
+    engine.store.close()
+
+
 def _fill(engine: ContextDistiller) -> dict[str, Session]:
     sessions = {}
     for n, tid in enumerate(TRICKY):
@@ -46,9 +59,9 @@ def _fill(engine: ContextDistiller) -> dict[str, Session]:
 
 
 def test_views_search_stats_and_facts_stay_in_their_thread(
-    engine: ContextDistiller, tmp_path: Path
+    filled: tuple[ContextDistiller, dict[str, Session], Path],
 ) -> None:
-    sessions = _fill(engine)
+    engine, sessions, path = filled
     store = engine.store
     assert sorted(store.threads()) == sorted(TRICKY)
     for tid, session in sessions.items():
@@ -88,12 +101,14 @@ def test_views_search_stats_and_facts_stay_in_their_thread(
     total = store.stats()
     assert total["threads"] == len(TRICKY)
     assert total["messages_distilled"] == sum(store.stats(t)["messages_distilled"] for t in TRICKY)
-    assert not check_db(tmp_path / "shared.db")
+    assert not check_db(path)
 
 
-def test_archive_numbers_are_per_thread(engine: ContextDistiller) -> None:
+def test_archive_numbers_are_per_thread(
+    filled: tuple[ContextDistiller, dict[str, Session], Path],
+) -> None:
     """``#n`` in one thread's memory never resolves to another thread's message."""
-    sessions = _fill(engine)
+    engine, sessions, _ = filled
     store = engine.store
     for tid in sessions:
         others = [f"zq{s.tag}x" for t, s in sessions.items() if t != tid]
@@ -106,8 +121,10 @@ def test_archive_numbers_are_per_thread(engine: ContextDistiller) -> None:
         assert store.get_messages(tid, ids=other_ids) == []
 
 
-def test_recall_tool_never_crosses_threads(engine: ContextDistiller) -> None:
-    sessions = _fill(engine)
+def test_recall_tool_never_crosses_threads(
+    filled: tuple[ContextDistiller, dict[str, Session], Path],
+) -> None:
+    engine, sessions, _ = filled
     tool = make_recall_tool(engine)
     for tid, session in sessions.items():
         others = [f"zq{s.tag}x" for t, s in sessions.items() if t != tid]
