@@ -468,3 +468,28 @@ def test_background_distillation_gives_the_foreground_result(tmp_path: Path) -> 
     common = made_ahead.keys() & made_now.keys()
     assert len(common) > 0.8 * len(made_now)
     assert {k: made_ahead[k] for k in common} == {k: made_now[k] for k in common}
+
+
+def test_a_ten_megabyte_tool_output_is_counted_exactly_shortened_and_archived(
+    store: SQLiteMemoryStore,
+) -> None:
+    engine = ContextDistiller(store, budget_tokens=8000)  # exact o200k counts
+    lines = [
+        f"{i:08d} INFO request handled in {i % 97} ms path=/api/v1/items/{i}"
+        for i in range(160_000)
+    ]
+    lines[123_456] = "00123456 ERROR database timeout after 30000 ms on shard eu-7"
+    output = "\n".join(lines)
+    assert len(output) > 10_000_000
+    history: list[BaseMessage] = [
+        HumanMessage("Why did the nightly job fail?", id="task"),
+        AIMessage("", id="a", tool_calls=[{"name": "read_log", "args": {}, "id": "c"}]),
+        ToolMessage(output, tool_call_id="c", id="log"),
+    ]
+    update = engine.update("t", history)
+    assert update.stats.tokens_in > 2_000_000
+    assert update.stats.tokens_view <= 8000
+    shown = update.view[-1]
+    assert "database timeout after 30000 ms on shard eu-7" in shown.content
+    ((_, original),) = store.get_messages("t", ids=["log"])
+    assert original.content == output

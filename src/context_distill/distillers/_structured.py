@@ -41,6 +41,16 @@ _CODE_DEF = re.compile(
 _CODE_HINT = re.compile(
     r"^\s*(?:import |from \S+ import |#include|package |using |def |class )", re.M
 )
+# Cheap hints that a line may matter; _LOG_SIGNAL then decides per line.
+_HINT_WORDS = (
+    "error", "exception", "traceback", "fail", "fatal", "panic", "assert", "denied",
+    "refused", "not found", "no such", "timeout", "timed out", "warn", "exit code",
+    "exit status", "non-zero", "killed", "passed", "skipped", "deselected", "xfail",
+    " test", "line ",
+)  # fmt: skip
+_LINE_START_HINT = re.compile(r"\n[ \t]*(?:[$>#] |at |=+ |FAILED|PASSED|ERROR)")
+_NUMBER = re.compile(r"\d+")
+_MAX_PROSE_CHARS = 64_000  # prose beyond this is in the archive, not in the facts
 _NOTE = re.compile(r"\b(?:TODO|FIXME|XXX|HACK|BUG)\b.*")
 
 
@@ -126,21 +136,48 @@ def parse_json(text: str) -> Any:
         return None
 
 
-def summarize_log(text: str) -> str:
+def _signal_lines(text: str) -> list[str]:
+    """Lines that say what happened, in order, found with C-speed scans.
+
+    Literal hints are found with ``str.find`` on the lower-cased text and line-start
+    hints with one anchored pattern; only the lines they land on get the full check.
+    """
+    lower = text.lower()
+    starts: set[int] = set()
+    for hint in _HINT_WORDS:
+        at = lower.find(hint)
+        while at >= 0:
+            starts.add(lower.rfind("\n", 0, at) + 1)
+            end = lower.find("\n", at)
+            if end < 0:
+                break
+            at = lower.find(hint, end)
+    starts.update(match.start() + 1 for match in _LINE_START_HINT.finditer(text))
+    if _LINE_START_HINT.match("\n" + text[:200]):
+        starts.add(0)
+    lines = []
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        line = text[start : end if end >= 0 else len(text)]
+        if _LOG_SIGNAL.search(line):
+            lines.append(line)
+    return lines
+
+
+def summarize_log(text: str, signal: list[str] | None = None) -> str:
     """Commands, errors, counts and paths of a log or test run."""
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     kept: list[str] = []
     seen: set[str] = set()
-    for line in lines:
-        if not _LOG_SIGNAL.search(line):
-            continue
+    for line in _signal_lines(text) if signal is None else signal:
         compact = " ".join(line.strip(" =-*").split())
-        key = re.sub(r"\d+", "#", compact)
+        key = _NUMBER.sub("#", compact)
         if key in seen or not compact:
             continue
         seen.add(key)
         kept.append(compact if len(compact) <= 200 else compact[:199] + "…")
     if not kept:
+        edges = text[:4000].splitlines() + text[-4000:].splitlines()
+        lines = [line for line in edges if line.strip()]
         first = " ".join(lines[0].split())[:200] if lines else ""
         last = " ".join(lines[-1].split())[:200] if len(lines) > 1 else ""
         kept = [part for part in (first, last) if part]
@@ -148,7 +185,8 @@ def summarize_log(text: str) -> str:
         head = kept[: _MAX_LOG_LINES - 4]
         tail = kept[-4:]
         kept = [*head, f"…{len(kept) - _MAX_LOG_LINES} more…", *tail]
-    prefix = f"{len(lines)} lines: " if len(lines) > 3 else ""
+    count = text.count("\n") + 1
+    prefix = f"{count} lines: " if count > 3 else ""
     return prefix + "; ".join(kept)
 
 
@@ -171,10 +209,7 @@ def summarize_code(text: str) -> str:
 
 
 def looks_like_log(text: str) -> bool:
-    lines = text.count("\n") + 1
-    if lines < 3:
-        return False
-    return _LOG_SIGNAL.search(text) is not None
+    return text.count("\n", 0, 100_000) >= 2 and bool(_signal_lines(text))
 
 
 def looks_like_code(text: str) -> bool:
@@ -194,11 +229,13 @@ def summarize_output(text: str, skip_values: frozenset[str] = frozenset()) -> st
         return summarize_json(value, skip_values)
     if looks_like_code(text):
         return summarize_code(text)
-    if looks_like_log(text):
-        return summarize_log(text)
-    parts = telegraph(text)
+    if text.count("\n", 0, 100_000) >= 2:
+        signal = _signal_lines(text)
+        if signal:
+            return summarize_log(text, signal)
+    parts = telegraph(text[:_MAX_PROSE_CHARS])
     if not parts:
-        return " ".join(text.split())[:200]
+        return " ".join(text[:1000].split())[:200]
     joined = "; ".join(parts)
     if len(joined) > _MAX_JSON_CHARS:
         joined = joined[: _MAX_JSON_CHARS - 1] + "…"
