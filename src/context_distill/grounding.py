@@ -47,7 +47,7 @@ _NUMBER_WORDS = {
 }  # fmt: skip
 
 # Words that may open a telegraphic fact with a capital letter without being a name.
-COMMON_OPENERS = frozenset(
+_OPENERS = frozenset(
     """
     a an the this that these those it its he she they we you i his her their our my your
     there here what when where who why how which if then also and but or so not no yes
@@ -63,12 +63,15 @@ COMMON_OPENERS = frozenset(
     shares created creates added adds removed removes updated updates fixed fixes
     failed fails passed passes returned returns ok okay both all some many most each
     every other another new old first last next recent recently today yesterday tomorrow
-    tonight currently now later earlier before after during since until thank thanks
-    love hope sorry great good glad nice happy excited
+    tonight currently now later earlier before after during since until
     """.split()
 )
 
-STOPWORDS = COMMON_OPENERS | frozenset(
+COMMON_OPENERS = _OPENERS | frozenset(
+    "thank thanks love hope sorry great good glad nice happy excited".split()
+)
+
+STOPWORDS = _OPENERS | frozenset(
     """
     about above across against along among around because before below beside between
     beyond both from into like near onto over past than through toward under upon with

@@ -98,30 +98,36 @@ def _words(text: str) -> list[_Word]:
     out: list[_Word] = []
     sentence_start = True
     previous = ""
+    previous_opened = False
     dates = [match.span() for match in _RESOLVED.finditer(text)]
     for match in _WORD.finditer(text):
         word = match.group(0)
         in_date = any(start < match.end() and match.start() < end for start, end in dates)
         keep = in_date or must_keep(word, sentence_start)
         filler = _clean(word).lower().replace("’", "'") in _FILLER
-        if keep and not in_date and _is_vocative(word, previous, sentence_start):
+        if keep and not in_date and _is_vocative(word, previous, sentence_start, previous_opened):
             keep = False  # "Hey Mel!", "Thanks, Caroline." address the listener
         out.append(_Word(word, match.start(), match.end(), keep, filler))
+        previous_opened = sentence_start
         sentence_start = bool(_SENTENCE_END.search(word.rstrip("\"')")))
         previous = word
     return out
 
 
-def _is_vocative(word: str, previous: str, sentence_start: bool) -> bool:
+def _is_vocative(word: str, previous: str, sentence_start: bool, opened: bool) -> bool:
+    """Whether a capitalised word addresses the listener; ``opened``: ``previous``
+    began a sentence."""
     core = word.strip(_TRIM + ".:")
     if not core[:1].isupper() or any(ch.isdigit() for ch in core):
         return False
     after_greeting = previous.strip(_TRIM + ".:").lower() in _GREETING
+    # "..., Mel!", "Awesome, Mel!", "..., Mel, ...": a name set off by commas after a
+    # lowercase word or a sentence's first word (not "Paris, France").
     ends_clause = word.rstrip("\"')").endswith((",", "!", "?", "."))
     return (
         after_greeting
         or (sentence_start and word.endswith(","))
-        or (previous.endswith(",") and ends_clause)
+        or (previous.endswith(",") and (previous[:1].islower() or opened) and ends_clause)
     )
 
 
