@@ -112,6 +112,9 @@ def test_parse_facts_reads_bullets_until_a_blank_line() -> None:
     assert parse_facts(answer) == ["Caroline: support group", "7 May 2023", "third"]
     assert parse_facts("plain one\nplain two\n\nlater") == ["plain one", "plain two"]
     assert parse_facts("- a\n- A\n- ...\n- b; b; b") == ["a", "b"]
+    assert parse_facts("- Mel: sunset photo; 18 words\n- (at most 9 words)") == [
+        "Mel: sunset photo"
+    ]
     assert parse_facts("") == []
 
 

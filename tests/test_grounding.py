@@ -132,6 +132,12 @@ def test_years_need_support_but_amounts_can_look_like_years() -> None:
     assert not is_grounded("trip in 2019", "We took the trip in 2018.")
 
 
+def test_a_relative_date_does_not_ground_a_bare_number() -> None:
+    said = "Melanie: I went hiking last week."
+    assert is_grounded("Melanie hiking week before 8 May 2023", said, ANCHOR)
+    assert not is_grounded("Melanie hiked 3 trails", said, ANCHOR)  # 3 May is in last week
+
+
 def test_dates_resolved_from_the_anchor_are_grounded() -> None:
     said = "Melanie: I painted that lake sunrise last year, and ran a charity race last Saturday."
     assert is_grounded("Melanie painted lake sunrise 2022", said, ANCHOR)

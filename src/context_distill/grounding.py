@@ -373,7 +373,9 @@ class SourceIndex:
         self.dates.extend(key for _, key in resolve_relative_dates(self.text, anchor))
         self.times = times
         self.numbers = _numbers_in(rest)
-        for key in self.dates:
+        # Only dates the text states lend their numbers: a bare "18" is not grounded by
+        # "last week" happening to cover the 18th.
+        for key in dates:
             self.numbers.update(v for v in (key.year, key.day) if v is not None)
         words = _WORD_RE.findall(self.text)
         self.numbers.update(float(_NUMBER_WORDS[w]) for w in words if w in _NUMBER_WORDS)

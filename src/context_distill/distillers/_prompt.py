@@ -238,9 +238,9 @@ def parse_facts(text: str) -> list[str]:
             continue
         started = True
         fact = (match.group(1) if match else line).strip().strip('"').strip()
+        fact = _unrepeat(fact[:_MAX_FACT_CHARS])
         if not any(ch.isalnum() for ch in fact):
             continue
-        fact = _unrepeat(fact[:_MAX_FACT_CHARS])
         key = " ".join(fact.lower().split())
         if key in seen:
             continue
@@ -251,10 +251,16 @@ def parse_facts(text: str) -> list[str]:
     return facts
 
 
+_WORD_COUNT = re.compile(r"^\(?(?:at most |about )?\d+ words?\)?\.?$", re.I)
+
+
 def _unrepeat(fact: str) -> str:
-    """Small models loop ("happy; happy; happy; hap"): keep each clause once."""
+    """Small models loop ("happy; happy; happy; hap") and echo the length hint
+    ("18 words"): keep each clause once, and no echo."""
     kept: list[str] = []
     for part in (piece.strip() for piece in fact.split(";")):
+        if _WORD_COUNT.match(part):
+            continue
         lower = part.lower()
         if part and not any(lower in k.lower() for k in kept):
             kept.append(part)
