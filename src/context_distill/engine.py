@@ -10,6 +10,7 @@ and async entry points share every rule; they differ only in how they wait.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -21,12 +22,13 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
+from ._idset import IdSet
 from .dates import advance, from_iso, to_iso
 from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError, InvalidThreadIdError, StoreError
 from .ledger import Ledger, LiveGroup, TokenCache
 from .memory import MemoryBlock
-from .messages import MEMORY_MARK, derived_id, marker, text_of, to_json
+from .messages import MEMORY_MARK, derived_id, describe, digest, marker, text_of, to_json
 from .store import (
     REDUCED,
     DistillationLog,
@@ -99,6 +101,14 @@ def clean_fact_text(text: str) -> str:
     return " ".join(text.replace("\r", " ").replace("\n", " ; ").split())
 
 
+def _isolated(groups: Sequence[Group]) -> list[Group]:
+    """Groups holding copies of their messages: a distiller cannot change the originals."""
+    return [
+        dataclasses.replace(group, messages=tuple(m.model_copy(deep=True) for m in group.messages))
+        for group in groups
+    ]
+
+
 def _prepared_key(group: Group) -> tuple[Any, ...]:
     return (group.message_ids, group.anchor, group.target_tokens)
 
@@ -139,12 +149,13 @@ class _Thread:
     version: int = 0
     last_error: str | None = None
     skip: frozenset[str] = frozenset()  # distilled ids a view-style input still holds
+    shown_again: frozenset[str] = frozenset()  # distilled, yet shown (a rewound history)
     # Background distillation: facts made ahead of time, keyed by what they were made of.
     prepared: dict[tuple[Any, ...], GroupFacts] = field(default_factory=dict)
     prepared_lock: threading.Lock = field(default_factory=threading.Lock)
     prefetching: threading.Event | None = None  # set when the running prefetch ends
     archived_ahead: set[str] = field(default_factory=set)  # archived by a prefetch
-    known_distilled: set[str] = field(default_factory=set)  # ids out of the view for good
+    distilled_ids: IdSet = field(default_factory=IdSet)  # ids out of the view for good
     last_log_id: int = 0  # newest committed distillation of this thread we know of
     data_version: int = -1  # the store's PRAGMA data_version when last checked
 
@@ -313,7 +324,7 @@ class ContextDistiller:
         thread.base_messages = len(snapshot.distilled)
         thread.distillations = snapshot.distillations
         thread.failures = snapshot.failures
-        thread.known_distilled = set(snapshot.distilled)
+        thread.distilled_ids = IdSet(snapshot.distilled)
         thread.last_log_id = snapshot.last_distillation_id
         thread.loaded = True
         return snapshot.distilled
@@ -351,9 +362,12 @@ class ContextDistiller:
                 start = 0
         if start is not None and self._changed_elsewhere(thread):
             start = None
+        if start is not None and len(thread.distilled_ids):
+            start = self._check_new_ids(thread, messages, start)
         if start is None:
-            self._reload(thread)
-            thread.skip = self._skippable(thread, messages)
+            distilled = self._reload(thread)
+            thread.skip = self._skippable(distilled, messages)
+            thread.shown_again = distilled - thread.skip
             start = 0
         skip = thread.skip
         ledger = thread.ledger
@@ -363,6 +377,7 @@ class ContextDistiller:
                 position,
                 self._tokens,
                 skip=skip,
+                counted=thread.shown_again,
                 reducer=self._reduce,
                 reduce_over=self.max_tool_result_tokens,
             )
@@ -379,14 +394,43 @@ class ContextDistiller:
         thread.data_version = version
         return self.store.last_distillation_id(thread.thread_id) != thread.last_log_id
 
-    def _skippable(self, thread: _Thread, messages: Sequence[BaseMessage]) -> frozenset[str]:
+    def _check_new_ids(
+        self, thread: _Thread, messages: Sequence[BaseMessage], start: int
+    ) -> int | None:
+        """Where to go on from, given new messages that may carry distilled ids.
+
+        The same message again means a rewound history grew back (rebuild: None); a
+        different message under a distilled id would vanish, so it is refused.
+        """
+        for position in range(start, len(messages)):
+            message = messages[position]
+            if not isinstance(message, BaseMessage):
+                return start  # the ledger refuses it, naming it
+            message_id = message.id or derived_id(message, position)
+            if message_id not in thread.distilled_ids:
+                continue
+            stored = self.store.archived_digest(thread.thread_id, message_id)
+            if stored is None:
+                continue  # a hash collision in the id set: not distilled after all
+            if stored != digest(message):
+                raise InvalidMessageError(
+                    f"{describe(message, position)}: id {message_id!r} belongs to an earlier "
+                    "message of this thread that was distilled already; ids must be unique "
+                    "within a thread"
+                )
+            return None
+        return start
+
+    def _skippable(
+        self, distilled: frozenset[str], messages: Sequence[BaseMessage]
+    ) -> frozenset[str]:
         """Ids in the input that are distilled already and must not show again.
 
         A compact (rewrite-style) input holds no distilled messages. In a full history,
         the latest human message and the newest group always show, even if an earlier,
         longer version of this history distilled them (the caller rewound it).
         """
-        if not thread.known_distilled:
+        if not distilled:
             return frozenset()
         protected: set[str] = set()
         last_human = False
@@ -404,7 +448,7 @@ class ContextDistiller:
             if not last_human and message.type == "human":
                 protected.add(mid)
                 last_human = True
-        return frozenset(thread.known_distilled - protected)
+        return distilled - protected
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
         from .distillers.extractive import reduce_tool_result
@@ -423,7 +467,6 @@ class ContextDistiller:
         pending.clear()
 
     def _record(self, message: BaseMessage, message_id: str, tokens: int) -> MessageRecord:
-        from .messages import digest
 
         return MessageRecord(
             message_id=message_id,
@@ -467,8 +510,8 @@ class ContextDistiller:
         anchor = thread.anchor
         requests: list[Group] = []
         picked = {id(group) for group in chosen}
-        known = thread.known_distilled
-        done = [g for g in chosen if known and all(i in known for i in g.ids)]
+        known = thread.distilled_ids
+        done = [g for g in chosen if len(known) and all(i in known for i in g.ids)]
         picked.difference_update(id(group) for group in done)
         walk = list(ledger.stale) + list(ledger.groups)
         ordered: list[LiveGroup] = []
@@ -493,6 +536,7 @@ class ContextDistiller:
     def _call(self, groups: Sequence[Group]) -> list[GroupFacts]:
         """The distiller on some groups, within the timeout (it may keep running after)."""
         timeout = self.distill_timeout_s
+        groups = _isolated(groups)
         if timeout is None:
             return self.distiller.distill(groups)
         box: dict[str, Any] = {}
@@ -541,10 +585,10 @@ class ContextDistiller:
             if not missing:
                 fresh: list[GroupFacts] = []
             elif self.distill_timeout_s is None:
-                fresh = await self.distiller.adistill(missing)
+                fresh = await self.distiller.adistill(_isolated(missing))
             else:
                 fresh = await asyncio.wait_for(
-                    self.distiller.adistill(missing), self.distill_timeout_s
+                    self.distiller.adistill(_isolated(missing)), self.distill_timeout_s
                 )
         except asyncio.TimeoutError:
             return _Outcome(
@@ -628,7 +672,7 @@ class ContextDistiller:
         def work() -> None:
             todo = [group for _, group in pairs]
             try:
-                results = self.distiller.distill(todo)
+                results = self.distiller.distill(_isolated(todo))
                 if isinstance(results, list) and len(results) == len(todo):
                     # Archive the originals now, so that the crossing only writes facts.
                     originals = [
@@ -770,7 +814,7 @@ class ContextDistiller:
             return None, False
         ledger = thread.ledger
         ledger.remove(job.live + job.done)
-        thread.known_distilled.update(r.message_id for r in originals)
+        thread.distilled_ids.add_all(r.message_id for r in originals)
         thread.last_log_id = log_id
         with thread.prepared_lock:
             thread.archived_ahead.difference_update(r.message_id for r in originals)

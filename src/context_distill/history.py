@@ -20,6 +20,7 @@ from langchain_core.messages import BaseMessage
 
 from ._doors import Mode, build_engine, check_mode, quiet_runs
 from .engine import ContextDistiller, ContextUpdate
+from .errors import InvalidMessageError
 from .messages import derived_id
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,17 @@ def _with_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
 
 
 def _stamped(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """New messages with an id each (uuid4 where they have none)."""
-    return [
-        message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
-        for message in messages
-    ]
+    """New messages with an id each (uuid4 where they have none); anything else refused."""
+    stamped = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, BaseMessage):
+            raise InvalidMessageError(
+                f"message {index} is a {type(message).__name__}, not a LangChain message"
+            )
+        stamped.append(
+            message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
+        )
+    return stamped
 
 
 class DistillingChatMessageHistory(BaseChatMessageHistory):

@@ -22,7 +22,6 @@ from .messages import (
     describe,
     digest,
     is_human,
-    is_system,
     marker,
     validate,
 )
@@ -52,7 +51,7 @@ class LiveGroup:
 class TokenCache:
     """Token counts per (message id, content digest), bounded, shared by all threads."""
 
-    def __init__(self, count: TextCounter, size: int = 200_000) -> None:
+    def __init__(self, count: TextCounter, size: int = 4096) -> None:
         self.count = count
         self._size = size
         self._cache: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -82,7 +81,7 @@ class Ledger:
         self.pinned_ids: list[str] = []
         self.pinned_tokens = 0
         self.task_seen = False
-        self.body_started = False  # a non-system message arrived: later systems are not pinned
+        self.pinned_pending: set[str] = set()  # tool calls before the task awaiting results
         self.groups: deque[LiveGroup] = deque()
         self.live: list[BaseMessage] = []  # flattened view of ``groups``
         self.live_tokens = 0
@@ -103,6 +102,7 @@ class Ledger:
         tokens_of: TokenCache,
         *,
         skip: frozenset[str] | set[str] = frozenset(),
+        counted: frozenset[str] = frozenset(),
         reducer: Reducer | None = None,
         reduce_over: int | None = None,
     ) -> None:
@@ -120,17 +120,12 @@ class Ledger:
             )
         known = None
         tokens = tokens_of.message_tokens(message, message_id, known)
-        self.messages_seen += 1
-        self.tokens_seen += tokens
-        if is_system(message) and not self.body_started:
-            self._pin(message, message_id, tokens)
+        if message_id not in counted:  # else its tokens are in the distilled total already
+            self.messages_seen += 1
+            self.tokens_seen += tokens
+        if not self.task_seen:
+            self._pin_before_task(message, message_id, tokens, position)
             return
-        if is_human(message) and not self.task_seen:
-            self.task_seen = True
-            self.body_started = True
-            self._pin(message, message_id, tokens)
-            return
-        self.body_started = True
         if isinstance(message, ToolMessage):
             group = self.groups[-1] if self.groups else None
             call_id = message.tool_call_id
@@ -179,6 +174,33 @@ class Ledger:
         group.add(message, message_id, tokens)
         self.groups.append(group)
         self._live_append(message, message_id, tokens)
+
+    def _pin_before_task(
+        self, message: BaseMessage, message_id: str, tokens: int, position: int
+    ) -> None:
+        """Everything up to the first human message (the task) is pinned, in order.
+
+        Usually that is the system prompt; a greeting before the task stays too, so
+        the view never moves the task in front of what preceded it.
+        """
+        if isinstance(message, ToolMessage):
+            if message.tool_call_id not in self.pinned_pending:
+                raise InvalidMessageError(
+                    f"{describe(message, position)}: tool result for "
+                    f"{message.tool_call_id!r} answers no tool call before it"
+                )
+            self.pinned_pending.discard(message.tool_call_id)
+        else:
+            if self.pinned_pending:
+                missing = ", ".join(repr(call) for call in sorted(self.pinned_pending))
+                raise InvalidMessageError(
+                    f"{describe(message, position)}: arrives while tool call(s) {missing} "
+                    "have no result"
+                )
+            if isinstance(message, AIMessage):
+                self.pinned_pending = {c for call in message.tool_calls if (c := call.get("id"))}
+            self.task_seen = is_human(message)
+        self._pin(message, message_id, tokens)
 
     def _pin(self, message: BaseMessage, message_id: str, tokens: int) -> None:
         self.pinned.append(message)

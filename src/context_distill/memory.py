@@ -51,10 +51,6 @@ _RETIRE_AFTER = 3
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 
 
-def _words(text: str) -> set[str]:
-    return {w.lower().strip(".:'-/") for w in _WORD.findall(text)} - {""}
-
-
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -111,7 +107,6 @@ class _Line:
     clauses: list[str] = field(default_factory=list)
     clause_tokens: list[int] = field(default_factory=list)
     prefix_tokens: int = 0
-    source_ids: list[str] = field(default_factory=list)
     shown: list[int] | None = None  # indexes of clauses shown; None: all
     words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
     misses: int = 0  # fits in a row that left the whole line out
@@ -125,10 +120,14 @@ class _Parsed:
     clauses: list[str]
     clause_tokens: list[int]
     words: list[list[tuple[str, float]]]
-    vocabulary: set[str]
 
 
 _MAX_PREPARED = 4096
+
+
+def _vocabulary(line: _Line) -> set[str]:
+    """The informative words of a fact, each once (what the rarity counts)."""
+    return {word for clause in line.words for word, _ in clause}
 
 
 def _split(text: str) -> tuple[str, list[str]]:
@@ -140,35 +139,41 @@ def _split(text: str) -> tuple[str, list[str]]:
 
 
 class MemoryBlock:
-    """The facts of one thread and the message that shows them."""
+    """The facts of one thread and the message that shows them.
+
+    Only facts that may still be shown are held here; a fact left out by several
+    fits in a row is retired (it stays in the archive), so a thread of any length
+    costs bounded memory.
+    """
 
     def __init__(self, counter: TextCounter, *, recall_tool: str | None = None) -> None:
         self._count = counter
         self._recall_tool = recall_tool
-        self._lines: list[_Line] = []
+        self._lines: dict[int, _Line] = {}  # by order of arrival
+        self._next = 0
+        self._retired = 0
         self._by_key: dict[str, _Line] = {}
         self._shown: list[_Line] | None = None  # None: all lines shown
         self._message: HumanMessage | None = None
         self._tokens = 0
-        self._df: dict[str, int] = {}  # in how many facts each word occurs
+        self._df: dict[str, int] = {}  # in how many held facts each word occurs
         self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
-        self._weights_for = (-1, -1)  # (facts, retired facts) the cache was made for
+        self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
         self.cap: int | None = None
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._lines) + self._retired
 
     @property
     def facts(self) -> int:
-        return len(self._lines)
+        return len(self._lines) + self._retired
 
     @property
     def hidden(self) -> int:
         """Facts the view does not show at all."""
-        if self._shown is None:
-            return 0
-        return len(self._lines) - len(self._shown)
+        shown = len(self._lines) if self._shown is None else len(self._shown)
+        return self.facts - shown
 
     def add(self, facts: Sequence[StoredFact]) -> None:
         """Take in newly stored facts; a repeated fact joins the line it repeats."""
@@ -177,25 +182,36 @@ class MemoryBlock:
             line = self._by_key.get(key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
-                line.source_ids.extend(i for i in fact.source_ids if i not in line.source_ids)
                 line.prefix_tokens = 0
                 continue
             parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
-                order=len(self._lines),
+                order=self._next,
                 prefix=parsed.prefix,
                 clauses=parsed.clauses,
                 clause_tokens=list(parsed.clause_tokens),
-                source_ids=list(fact.source_ids),
                 words=parsed.words,
             )
-            for word in parsed.vocabulary:
+            self._next += 1
+            for word in _vocabulary(line):
                 self._df[word] = self._df.get(word, 0) + 1
-            self._lines.append(line)
+            self._lines[line.order] = line
             self._by_key[key] = line
         self._invalidate()
+
+    def _retire(self, line: _Line) -> None:
+        """Stop holding a fact the fits keep leaving out; the archive keeps it."""
+        del self._lines[line.order]
+        self._by_key.pop(_key(line.text), None)
+        for word in _vocabulary(line):
+            left = self._df.get(word, 0) - 1
+            if left > 0:
+                self._df[word] = left
+            else:
+                self._df.pop(word, None)
+        self._retired += 1
 
     def _parse(self, text: str) -> _Parsed:
         prefix, clauses = _split(text)
@@ -204,7 +220,6 @@ class MemoryBlock:
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
             words=[_base_words(clause) for clause in clauses],
-            vocabulary=_words(text),
         )
 
     def prepare(self, texts: Iterable[str]) -> None:
@@ -215,6 +230,8 @@ class MemoryBlock:
 
     def clear(self) -> None:
         self._lines.clear()
+        self._next = 0
+        self._retired = 0
         self._by_key.clear()
         self._df.clear()
         self._weights_for = (-1, -1)
@@ -224,7 +241,7 @@ class MemoryBlock:
         """New facts: everything shows until the owner fits the block again."""
         self._message = None
         self._shown = None
-        for line in self._lines:
+        for line in self._lines.values():
             line.shown = None
 
     def _measure(self, line: _Line) -> None:
@@ -250,7 +267,7 @@ class MemoryBlock:
         return text
 
     def _rarity(self) -> dict[str, float]:
-        """Weight of each word by how few facts of this thread use it."""
+        """Weight of each word by how few held facts of this thread use it."""
         n = len(self._lines)
         return {word: math.log(1.0 + n / df) for word, df in self._df.items()}
 
@@ -263,24 +280,27 @@ class MemoryBlock:
         """
         self.cap = cap
         self._message = None
-        for line in self._lines:
+        lines = list(self._lines.values())
+        for line in lines:
             line.shown = None
         if cap is None:
             self._shown = None
             return
-        for line in self._lines:
+        for line in lines:
             self._measure(line)
-        total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in self._lines)
-        overhead = self._count(self._header(len(self._lines), len(self._lines))) + 8
+        total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
+        overhead = self._count(self._header(self.facts, len(lines))) + 8
         if total + overhead <= cap:
             self._shown = None
             return
         picked = self._choose(cap - overhead)
         shown: list[_Line] = []
-        for line in self._lines:
+        for line in lines:
             indexes = picked.get(line.order)
             if indexes is None:
                 line.misses += 1
+                if line.misses >= _RETIRE_AFTER:
+                    self._retire(line)
                 continue
             line.misses = 0
             line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)
@@ -289,21 +309,18 @@ class MemoryBlock:
 
     def _weights(self) -> dict[tuple[int, int], dict[str, float]]:
         """Each clause's informative words with their weights; kept until facts change."""
-        retired = sum(1 for line in self._lines if line.misses >= _RETIRE_AFTER)
-        if self._weights_for == (len(self._lines), retired):
+        if self._weights_for == (self._next, self._retired):
             return self._weights_cache
         rarity = self._rarity()
-        n = max(len(self._lines), 1)
+        n = max(self._next, 1)
         weights: dict[tuple[int, int], dict[str, float]] = {}
-        for line in self._lines:
-            if line.misses >= _RETIRE_AFTER:
-                continue
+        for line in self._lines.values():
             recency = 1.0 + 0.25 * line.order / n
             for index, base in enumerate(line.words):
                 weights[(line.order, index)] = {
                     word: w * rarity.get(word, 1.0) * recency for word, w in base
                 }
-        self._weights_cache, self._weights_for = weights, (len(self._lines), retired)
+        self._weights_cache, self._weights_for = weights, (self._next, self._retired)
         return weights
 
     def _choose(self, room: int) -> dict[int, list[int]]:
@@ -345,13 +362,13 @@ class MemoryBlock:
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""
-        if not self._lines:
+        if not self.facts:
             return None
         if self._message is None:
-            shown = self._lines if self._shown is None else self._shown
+            shown = list(self._lines.values()) if self._shown is None else self._shown
             body = "\n".join(self._render(line) for line in shown)
             trimmed = sum(1 for line in shown if line.shown is not None)
-            header = self._header(len(self._lines) - len(shown), trimmed)
+            header = self._header(self.facts - len(shown), trimmed)
             self._message = HumanMessage(
                 content=f"{header}\n{body}" if body else header,
                 id=MEMORY_ID,
@@ -366,5 +383,5 @@ class MemoryBlock:
         return 0 if self.message() is None else self._tokens
 
     def lines(self) -> list[str]:
-        """Every fact line, shown or not, oldest first."""
-        return [f"{format_refs(line.refs)} {line.text}".strip() for line in self._lines]
+        """Every fact line held (shown or not; retired ones excepted), oldest first."""
+        return [f"{format_refs(line.refs)} {line.text}".strip() for line in self._lines.values()]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
-    SystemMessage,
     ToolMessage,
     message_to_dict,
     messages_from_dict,
@@ -30,6 +30,9 @@ MEMORY_MARK = "memory"
 REDUCED_MARK = "reduced"
 
 ROLES = ("system", "human", "ai", "tool")
+UNARCHIVABLE_KEY = "context_distill_unarchivable_repr"
+
+logger = logging.getLogger(__name__)
 
 
 def describe(message: Any, index: int | None) -> str:
@@ -48,6 +51,21 @@ def _check_text(value: str, what: str, message: Any, index: int | None) -> None:
             f"{describe(message, index)}: {what} is not valid Unicode "
             f"(unpaired surrogate at character {exc.start})"
         ) from None
+
+
+def _check_json(value: Any, what: str, message: Any, index: int | None) -> None:
+    """Refuse, on arrival, what the archive could not keep exactly."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: {what} is nested too deeply"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessageError(
+            f"{describe(message, index)}: {what} cannot be archived exactly as JSON ({exc})"
+        ) from None
+    _check_text(text, what, message, index)
 
 
 def validate(message: Any, index: int | None = None) -> None:
@@ -71,6 +89,7 @@ def validate(message: Any, index: int | None = None) -> None:
     if isinstance(content, str):
         _check_text(content, "content", message, index)
     elif isinstance(content, list):
+        _check_json(content, "content", message, index)
         for position, block in enumerate(content):
             if isinstance(block, str):
                 _check_text(block, f"content block {position}", message, index)
@@ -103,10 +122,16 @@ def validate(message: Any, index: int | None = None) -> None:
             seen.add(call_id)
             _check_text(call_id, f"tool call {position} id", message, index)
             _check_text(call.get("name") or "", f"tool call {position} name", message, index)
+            _check_json(call.get("args"), f"tool call {position} arguments", message, index)
     if isinstance(message, ToolMessage) and (
         not isinstance(message.tool_call_id, str) or not message.tool_call_id
     ):
         raise InvalidMessageError(f"{describe(message, index)}: tool result has no tool_call_id")
+    if message.additional_kwargs:
+        _check_json(message.additional_kwargs, "additional_kwargs", message, index)
+    if message.response_metadata:
+        _check_json(message.response_metadata, "response_metadata", message, index)
+
 
 
 def marker(message: BaseMessage) -> str | None:
@@ -175,9 +200,22 @@ def _dumps(value: Any) -> str:
 
 
 def to_json(message: BaseMessage, index: int | None = None) -> str:
-    """The exact archive form of a message; refuses what JSON cannot hold exactly."""
+    """The exact archive form of a message; refuses what JSON cannot hold exactly.
+
+    A tool result's ``artifact`` (never sent to the model) is the one exception: if
+    JSON cannot hold it, the archive keeps its ``repr`` instead, and says so.
+    """
+    record = message_to_dict(message)
+    data = record.get("data", {})
+    artifact = data.get("artifact") if isinstance(data, dict) else None
+    if artifact is not None:
+        try:
+            json.dumps(artifact, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            logger.warning("%s: artifact archived as its repr", describe(message, index))
+            data["artifact"] = {UNARCHIVABLE_KEY: repr(artifact)[:2000]}
     try:
-        return json.dumps(message_to_dict(message), ensure_ascii=False, allow_nan=False)
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidMessageError(
             f"{describe(message, index)}: cannot be archived exactly as JSON ({exc})"
@@ -191,7 +229,3 @@ def from_json(data: str) -> BaseMessage:
 
 def is_human(message: BaseMessage) -> bool:
     return isinstance(message, HumanMessage) or message.type == "human"
-
-
-def is_system(message: BaseMessage) -> bool:
-    return isinstance(message, SystemMessage) or message.type == "system"

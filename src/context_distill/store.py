@@ -652,6 +652,14 @@ class SQLiteMemoryStore:
         with self._reading() as conn:
             return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def archived_digest(self, thread_id: str, message_id: str) -> str | None:
+        """The content digest of a distilled message of this thread, or None."""
+        rows = self._rows(
+            "SELECT digest FROM messages WHERE thread_id = ? AND message_id = ? AND state = ?",
+            (thread_id, message_id, DISTILLED),
+        )
+        return str(rows[0][0]) if rows else None
+
     def last_distillation_id(self, thread_id: str) -> int:
         """The newest committed distillation of a thread (0 if none)."""
         rows = self._rows(
