@@ -107,6 +107,20 @@ def test_segments_render_tool_calls_and_results() -> None:
     assert "Berlin" in source_text(tool_group())
 
 
+def test_timestamps_date_a_message_without_making_it_a_header() -> None:
+    stamped = HumanMessage(
+        "Caroline: I went to the group yesterday",
+        additional_kwargs={"timestamp": "2023-06-02T10:00:00"},
+    )
+    header = HumanMessage("Session 3 — 9:00 am on 9 June, 2023")
+    later = HumanMessage("Melanie: we met yesterday")
+    group = Group("t1", (stamped, header, later), ("a", "b", "c"), 40, ANCHOR, 12)
+    parts = segments(group)
+    assert [p.kind for p in parts] == ["prose", "header", "prose"]
+    assert parts[0].text == "I went to the group 1 June 2023"
+    assert parts[2].text == "we met 8 June 2023"
+
+
 def test_parse_facts_reads_bullets_until_a_blank_line() -> None:
     answer = "Here you go:\n- Caroline: support group\n* 7 May 2023\n1. third\nnot a fact\n\n- late"
     assert parse_facts(answer) == ["Caroline: support group", "7 May 2023", "third"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from ..dates import format_date, message_date, resolve_relative
+from ..dates import format_date, message_date, parse_date, resolve_relative
 from ..grounding import SourceIndex
 from ..messages import text_of
 from ..types import Fact, Group, GroupFacts
@@ -30,6 +30,7 @@ _SPEAKER = re.compile(r"^\s*([A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}):\s+(?=\S)")
 _MAX_RESULT_CHARS = 6_000
 _MAX_FACTS = 40
 _MAX_FACT_CHARS = 400
+_HEADER_CHARS = 120  # a short message that states a date is a session header, kept whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +123,10 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
                 body = f"ERROR {body}"
             out.append(Segment(message_id, label, body or "(empty)", kind="result"))
             continue
-        header = message_date(message, text)
-        if header is not None:
-            anchor = header
+        stamp = message_date(message, text)  # a timestamp field, or a dated header
+        if stamp is not None:
+            anchor = stamp
+        if len(text) <= _HEADER_CHARS and parse_date(text) is not None:
             out.append(Segment(message_id, "", " ".join(text.split()), True, "header"))
         elif text.strip():
             speaker, body = split_speaker(text)
