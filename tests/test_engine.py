@@ -452,9 +452,11 @@ def test_background_distillation_gives_the_foreground_result(tmp_path: Path) -> 
         distiller=slow, background=True,
     )  # fmt: skip
     replay(foreground, history)
-    for update in replay(background, history):
+    for end in range(1, len(history) + 1):
+        update = background.update("t", history[:end])
         check_pairs(update.view)
         assert update.stats.tokens_view <= 1500
+        assert background.wait_background(timeout=30)  # the model's turn: time to prefetch
     assert "context-distill-background" in slow.callers
     log = background.store.distillations("t")
     assert log and all(entry["outcome"] == "ok" for entry in log)

@@ -101,6 +101,21 @@ def clean_fact_text(text: str) -> str:
     return " ".join(text.replace("\r", " ").replace("\n", " ; ").split())
 
 
+def _failed(error: BaseException, started: float) -> _Outcome:
+    outcome = "timeout" if isinstance(error, TimeoutError) else "failed"
+    return _Outcome(error=error, outcome=outcome, duration_s=time.perf_counter() - started)
+
+
+def _succeeded(
+    ready: list[GroupFacts | None], fresh: list[GroupFacts], missing: int, started: float
+) -> _Outcome:
+    return _Outcome(
+        results=_merge(ready, fresh),
+        duration_s=time.perf_counter() - started,
+        prefetched=len(ready) - missing,
+    )
+
+
 def _isolated(groups: Sequence[Group]) -> list[Group]:
     """Groups holding copies of their messages: a distiller cannot change the originals."""
     return [
@@ -276,6 +291,20 @@ class ContextDistiller:
         thread = self._thread(thread_id)
         with thread.lock:
             return self._stats(thread, thread.ledger.view_tokens(thread.memory.tokens))
+
+    def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait until no background distillation is running; False if ``timeout`` passed.
+
+        For a clean shutdown, or a test that wants the facts made ahead to be ready.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._threads_lock:
+            events = [t.prefetching for t in self._threads.values() if t.prefetching is not None]
+        for event in events:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not event.wait(left):
+                return False
+        return True
 
     def forget(self, thread_id: str, *, archive: bool = True) -> None:
         """Drop a thread's cached state; with ``archive`` also delete it from the store."""
@@ -564,15 +593,9 @@ class ContextDistiller:
         missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
         try:
             fresh = self._call(missing) if missing else []
-        except TimeoutError as exc:
-            return _Outcome(error=exc, outcome="timeout", duration_s=time.perf_counter() - started)
         except Exception as exc:
-            return _Outcome(error=exc, outcome="failed", duration_s=time.perf_counter() - started)
-        return _Outcome(
-            results=_merge(ready, fresh),
-            duration_s=time.perf_counter() - started,
-            prefetched=len(job.groups) - len(missing),
-        )
+            return _failed(exc, started)
+        return _succeeded(ready, fresh, len(missing), started)
 
     async def _arun(self, thread: _Thread, job: _Job) -> _Outcome:
         started = time.perf_counter()
@@ -582,27 +605,17 @@ class ContextDistiller:
         ready = self._take_prepared(thread, job, wait=False)
         missing = [group for group, found in zip(job.groups, ready, strict=True) if found is None]
         try:
-            if not missing:
-                fresh: list[GroupFacts] = []
-            elif self.distill_timeout_s is None:
-                fresh = await self.distiller.adistill(_isolated(missing))
-            else:
-                fresh = await asyncio.wait_for(
-                    self.distiller.adistill(_isolated(missing)), self.distill_timeout_s
-                )
+            fresh: list[GroupFacts] = []
+            if missing:
+                call = self.distiller.adistill(_isolated(missing))
+                timeout = self.distill_timeout_s
+                fresh = await (call if timeout is None else asyncio.wait_for(call, timeout))
         except asyncio.TimeoutError:
-            return _Outcome(
-                error=TimeoutError(f"distiller did not answer within {self.distill_timeout_s} s"),
-                outcome="timeout",
-                duration_s=time.perf_counter() - started,
-            )
+            timed_out = TimeoutError(f"distiller did not answer within {self.distill_timeout_s} s")
+            return _failed(timed_out, started)
         except Exception as exc:
-            return _Outcome(error=exc, outcome="failed", duration_s=time.perf_counter() - started)
-        return _Outcome(
-            results=_merge(ready, fresh),
-            duration_s=time.perf_counter() - started,
-            prefetched=len(job.groups) - len(missing),
-        )
+            return _failed(exc, started)
+        return _succeeded(ready, fresh, len(missing), started)
 
     # -- background distillation ---------------------------------------------
 
