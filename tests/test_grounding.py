@@ -74,6 +74,7 @@ def test_faithful_restatements_are_grounded(fact: str, source: str) -> None:
         ("pytest: 4 failed, 41 passed", PYTEST, "4"),
         ("test_logout raised ValueError", PYTEST, "test_logout"),
         ("Carole liked the event", "Melanie: Caroline, the event was great.", "Carole"),
+        ("Team: 2", "John: we make a great team, both of us.", "2"),
     ],
 )
 def test_invented_values_are_caught(fact: str, source: str, invented: str) -> None:

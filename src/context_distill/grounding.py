@@ -41,10 +41,10 @@ _NUMBER_WORDS = {
     "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
     "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
     "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
-    "million": 1_000_000, "billion": 1_000_000_000, "dozen": 12, "first": 1, "second": 2,
-    "third": 3, "fourth": 4, "fifth": 5, "once": 1, "twice": 2, "single": 1, "pair": 2,
-    "couple": 2, "half": 0.5, "a": 1, "an": 1, "both": 2,
+    "million": 1_000_000, "billion": 1_000_000_000, "dozen": 12,
 }  # fmt: skip
+# Only cardinal number words ground a digit: "a team" must not ground "Team: 1".
+_COUNT_WORDS = {"a": 1, "an": 1, "couple": 2, "few": 3}
 
 # Words that may open a telegraphic fact with a capital letter without being a name.
 _OPENERS = frozenset(
@@ -250,7 +250,7 @@ _RELATIVE_RE = re.compile(
 def _count(word: str) -> int | None:
     if word.isdigit():
         return int(word)
-    value = _NUMBER_WORDS.get(word.lower())
+    value = _NUMBER_WORDS.get(word.lower(), _COUNT_WORDS.get(word.lower()))
     return int(value) if value is not None and value >= 1 else None
 
 
