@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 
@@ -159,6 +160,7 @@ class MemoryBlock:
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
         self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
+        self._heap_cache: list[tuple[float, int, int]] = []
         self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
         self.cap: int | None = None
 
@@ -183,6 +185,7 @@ class MemoryBlock:
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
                 line.prefix_tokens = 0
+                self._weights_for = (-1, -1)  # its cost changed
                 continue
             parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
@@ -307,36 +310,39 @@ class MemoryBlock:
             shown.append(line)
         self._shown = shown
 
-    def _weights(self) -> dict[tuple[int, int], dict[str, float]]:
-        """Each clause's informative words with their weights; kept until facts change."""
+    def _weights(self) -> tuple[dict[tuple[int, int], dict[str, float]], list[Any]]:
+        """Each clause's weighted words and the opening heap; kept until facts change."""
         if self._weights_for == (self._next, self._retired):
-            return self._weights_cache
+            return self._weights_cache, self._heap_cache
         rarity = self._rarity()
         n = max(self._next, 1)
         weights: dict[tuple[int, int], dict[str, float]] = {}
+        heap: list[tuple[float, int, int]] = []
         for line in self._lines.values():
             recency = 1.0 + 0.25 * line.order / n
+            half_prefix = line.prefix_tokens / 2
             for index, base in enumerate(line.words):
-                weights[(line.order, index)] = {
-                    word: w * rarity.get(word, 1.0) * recency for word, w in base
-                }
-        self._weights_cache, self._weights_for = weights, (self._next, self._retired)
-        return weights
+                words = {word: w * rarity.get(word, 1.0) * recency for word, w in base}
+                weights[(line.order, index)] = words
+                gain = sum(words.values())
+                if gain > 0:
+                    heap.append(
+                        (-gain / (line.clause_tokens[index] + half_prefix), line.order, index)
+                    )
+        heapq.heapify(heap)
+        self._weights_cache, self._heap_cache = weights, heap
+        self._weights_for = (self._next, self._retired)
+        return weights, heap
 
     def _choose(self, room: int) -> dict[int, list[int]]:
         """Lazy greedy selection of clauses: most new information per token first."""
         covered: set[str] = set()
-        weights = self._weights()
-        heap: list[tuple[float, int, int]] = []
-        smallest = room
-        for (order, index), words in weights.items():
-            gain = sum(words.values())
-            if gain > 0:
-                line = self._lines[order]
-                cost = line.clause_tokens[index] + line.prefix_tokens / 2
-                heap.append((-gain / cost, order, index))
-                smallest = min(smallest, line.clause_tokens[index])
-        heapq.heapify(heap)
+        weights, opening = self._weights()
+        heap = list(opening)
+        smallest = min(
+            (min(line.clause_tokens) for line in self._lines.values() if line.clause_tokens),
+            default=room,
+        )
         picked: dict[int, list[int]] = {}
         used = 0
         while heap and room - used >= smallest:
