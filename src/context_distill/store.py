@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Message states in the archive.
 ARCHIVED = "archived"  # stored, still in the view
@@ -199,9 +199,24 @@ def _v2(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE threads ADD COLUMN memory_cap INTEGER")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Re-index text only when text changes: a message's state changes on every
+    distillation, and re-indexing a large tool output for it cost milliseconds."""
+    for table in ("messages", "facts"):
+        db.execute(f'DROP TRIGGER IF EXISTS "{table}_au"')
+        db.execute(
+            f'CREATE TRIGGER "{table}_au" AFTER UPDATE OF "text" ON "{table}" BEGIN\n'
+            f'  INSERT INTO "{table}_fts" ("{table}_fts", rowid, "text") '
+            "VALUES('delete', old.rowid, old.\"text\");\n"
+            f'  INSERT INTO "{table}_fts" (rowid, "text") VALUES (new.rowid, new."text");\n'
+            "END"
+        )
+
+
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (1, _v1),
     (2, _v2),
+    (3, _v3),
 )
 
 
