@@ -119,6 +119,7 @@ def test_times_match_in_either_clock() -> None:
     source = "Session 1 — 1:56 pm on 8 May, 2023"
     assert is_grounded("session at 13:56 on 8 May 2023", source)
     assert not is_grounded("session at 2:56 pm on 8 May 2023", source)
+    assert not is_grounded("session 1:56 pm; next 8:55 pm", source)  # every time counts
 
 
 def test_numeric_dates_accept_both_orders() -> None:

@@ -202,9 +202,10 @@ def _dates_in(text: str) -> tuple[list[DateKey], str]:
     return found, "".join(chars)
 
 
-def _times_in(text: str) -> tuple[set[int], str]:
-    """Times of day as minutes after midnight (both readings when am/pm is absent)."""
-    minutes: set[int] = set()
+def _times_in(text: str) -> tuple[list[set[int]], str]:
+    """Each time of day stated, as the minutes after midnight it may mean (both
+    readings when am/pm is absent), and the text with the times blanked out."""
+    found: list[set[int]] = []
     chars = list(text)
     for pattern in (_TIME_RE, _TIME_AMPM_RE):
         for match in pattern.finditer("".join(chars)):
@@ -213,17 +214,19 @@ def _times_in(text: str) -> tuple[set[int], str]:
             suffix = (match.group(3) if pattern is _TIME_RE else match.group(2)) or ""
             if hour > 23 or minute > 59:
                 continue
+            readings: set[int] = set()
             if suffix.lower().startswith("p") and hour < 12:
-                minutes.add((hour + 12) * 60 + minute)
+                readings.add((hour + 12) * 60 + minute)
             elif suffix.lower().startswith("a") and hour == 12:
-                minutes.add(minute)
+                readings.add(minute)
             else:
-                minutes.add(hour * 60 + minute)
+                readings.add(hour * 60 + minute)
                 if not suffix and hour <= 12:
-                    minutes.add(((hour + 12) % 24) * 60 + minute)
+                    readings.add(((hour + 12) % 24) * 60 + minute)
+            found.append(readings)
             for position in range(match.start(), match.end()):
                 chars[position] = " "
-    return minutes, "".join(chars)
+    return found, "".join(chars)
 
 
 def _numbers_in(text: str) -> set[float]:
@@ -371,7 +374,7 @@ class SourceIndex:
                 DateKey(today.year, key.month, key.day) for key in dates if key.year is None
             )
         self.dates.extend(key for _, key in resolve_relative_dates(self.text, anchor))
-        self.times = times
+        self.times: set[int] = set().union(*times) if times else set()
         self.numbers = _numbers_in(rest)
         # Only dates the text states lend their numbers: a bare "18" is not grounded by
         # "last week" happening to cover the 18th.
@@ -417,8 +420,7 @@ class SourceIndex:
             if not self._date_grounded(key)
         )
         times, rest = _times_in(rest)
-        if times and not times & self.times:
-            missing.append("time")
+        missing.extend("time" for readings in times if not readings & self.times)
         for token, start in _tokens(rest):
             number = _QUANTITY_RE.fullmatch(token.lower())
             if number is not None:
