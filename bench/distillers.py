@@ -179,9 +179,13 @@ def make_distiller(name: str, device: str, dtype: str) -> Distiller:
 def locomo(args: argparse.Namespace) -> None:
     count = encoding_counter("o200k_base")
     replays = load_locomo(args.data, args.limit)
+    threads = ""
+    if "torch" in sys.modules:
+        threads = f", {sys.modules['torch'].get_num_threads()} CPU thread(s)"
     print(
         f"LoCoMo, first {len(replays)} conversations, budget {args.budget:.0%}, "
-        f"device {args.device}, dtype {args.dtype}"
+        f"device {args.device}, dtype {args.dtype}{threads}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'distiller':<11} {'loose':>6} {'strict':>7} {'compr.':>7} {'tok/s':>8} "
@@ -349,8 +353,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plain-generate", action="store_true", help="also time generate()")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if not args.scorer_only:
         locomo(args)
