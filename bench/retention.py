@@ -16,10 +16,13 @@ Compression is the session's tokens over the view's (o200k_base, a system
 prompt that every system keeps left out of both); time is the seconds a system
 spent on the replay (model loading apart). Systems: bench/peers.py.
 
-The model-backed systems run SmolLM2-135M on the CPU, so by default every system
-runs on a quick subset (the first LoCoMo conversation, an evenly spaced sample of
-tau trajectories, two BFCL scenarios), and the model-free systems also run on all
-of the data. ``--all-data`` runs everything on everything (hours on a CPU).
+The model-backed systems run SmolLM2-135M on the CPU, and every distillation or
+summary costs seconds of generation, so by default every system runs on a quick
+subset: the first LoCoMo conversation cut after its 3rd session (the questions
+whose evidence lies in sessions 1-3), the first tau-bench trajectory, and the
+BFCL notetaker scenario; the model-free systems then run again on all of the data.
+Flags take more (``--locomo 3 --locomo-sessions 0 --tau 6 --bfcl finance,...``);
+``--all-data`` runs everything on everything (many hours on a CPU).
 
     python -m bench.retention [--budgets 0.1,0.25,0.5] [--systems full,extractive,...]
         [--datasets locomo,tau,bfcl] [--locomo N] [--tau N] [--bfcl a,b] [--all-data]
@@ -36,7 +39,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +83,8 @@ DATASET_TITLES = {
 }
 DEFAULT_BUDGETS = (0.10, 0.25, 0.50)
 QUICK_LOCOMO = 1
-QUICK_TAU = 6
-QUICK_LOCOMO_SESSIONS = 5
+QUICK_TAU = 1
+QUICK_LOCOMO_SESSIONS = 3
 QUICK_BFCL = ("notetaker",)
 
 
@@ -340,6 +343,70 @@ def evaluate(
     return run
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run covers, in a form a worker process can rebuild it from."""
+
+    datasets: tuple[str, ...]
+    budgets: tuple[float, ...]
+    locomo: int | None = QUICK_LOCOMO
+    tau: int | None = QUICK_TAU
+    bfcl: tuple[str, ...] | None = QUICK_BFCL
+    locomo_sessions: int | None = QUICK_LOCOMO_SESSIONS
+    summary_max_tokens: int = SUMMARY_MAX_TOKENS
+    threads: int = 1
+
+    def sessions(self) -> list[Session]:
+        return load_sessions(
+            self.datasets, self.locomo, self.tau, self.bfcl, None, self.locomo_sessions
+        )
+
+
+#: The costliest first, so that parallel workers finish together.
+COST_ORDER = (
+    "summarization_mw",
+    "chat_model",
+    "generative",
+    "llmlingua",
+    "langmem",
+    "lingua",
+)
+
+
+def _evaluate_one(plan: Plan, name: str) -> Run:
+    """A worker process: one system over the plan's sessions."""
+    os.environ["OMP_NUM_THREADS"] = str(plan.threads)
+    _set_threads(plan.threads)
+    system = make_systems(plan.summary_max_tokens)[name]
+    return evaluate([system], plan.sessions(), plan.budgets, log=sys.stdout)
+
+
+def merge(runs: Iterable[Run]) -> Run:
+    merged = Run()
+    for run in runs:
+        merged.cells.update(run.cells)
+        merged.not_run.update(run.not_run)
+        merged.setup_seconds.update(run.setup_seconds)
+        if run.sessions and not merged.sessions:
+            merged.sessions, merged.questions = run.sessions, run.questions
+    return merged
+
+
+def evaluate_parallel(plan: Plan, names: Sequence[str], jobs: int) -> Run:
+    """``evaluate`` with one process per system, ``jobs`` at a time, costliest first."""
+    if jobs <= 1:
+        catalogue = make_systems(plan.summary_max_tokens)
+        return evaluate([catalogue[n] for n in names], plan.sessions(), plan.budgets, sys.stdout)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    order = sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {name: pool.submit(_evaluate_one, plan, name) for name in order}
+        runs = {name: future.result() for name, future in futures.items()}
+    return merge(runs[name] for name in names)
+
+
 def _run_jobs(system: System, jobs: list[tuple[Case, int]]) -> list[Outcome]:
     try:
         return system.run_many(jobs)
@@ -465,48 +532,76 @@ def notes_lines(run: Run, systems: Sequence[System]) -> str:
     return "\n".join(lines)
 
 
-def plot(run: Run, systems: Sequence[System], path: Path, title: str) -> Path:
-    """Retention against compression, one line per system across budgets."""
+def _panel_title(run: Run, dataset: str) -> str:
+    ids = run.sessions.get(dataset, [])
+    shown = ids[0] if len(ids) == 1 else f"{len(ids)} sessions"
+    return f"{DATASET_TITLES[dataset]}\n{shown}, {run.questions.get(dataset, 0)} items"
+
+
+def plot(
+    rows: Sequence[tuple[str, Run, Sequence[System]]],
+    path: Path,
+    title: str,
+) -> Path:
+    """Retention against compression, one line per system across budgets.
+
+    One row of panels (one per data set) for each (row title, run, systems);
+    a system keeps its colour and marker in every row.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in DATASETS if d in run.sessions]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.4 * len(datasets), 4.0), squeeze=False)
+    datasets = [d for d in DATASETS if any(d in run.sessions for _, run, _ in rows)]
+    fig, axes = plt.subplots(
+        len(rows),
+        len(datasets),
+        figsize=(4.3 * len(datasets), 3.5 * len(rows) + 0.9),
+        squeeze=False,
+    )
     markers = "os^vD<>pPX*h"
+    style: dict[str, tuple[str, str]] = {}
+    for _, _, systems in rows:
+        for system in systems:
+            index = len(style)
+            style.setdefault(system.name, (markers[index % len(markers)], f"C{index % 10}"))
     handles: dict[str, Any] = {}
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        for index, system in enumerate(systems):
-            cells = [
-                c
-                for (name, d, _), c in run.cells.items()
-                if name == system.name and d == dataset and c.ok
-            ]
-            if not cells:
-                continue
-            cells.sort(key=lambda c: c.compression)
-            xs = [c.compression for c in cells]
-            ys = [c.score for c in cells]
-            if system.name == "full":
-                xs, ys = xs[:1], ys[:1]
-            (line,) = ax.plot(
-                xs,
-                ys,
-                marker=markers[index % len(markers)],
-                linestyle="-" if system.name != "full" else "none",
-                markersize=6 if system.name != "full" else 10,
-                linewidth=2.2 if system.name == "extractive" else 1.3,
-                label=system.label,
-                color=f"C{index % 10}",
-            )
-            handles.setdefault(system.label, line)
-        ax.set_xscale("log")
-        ax.set_xlabel("compression (history tokens / view tokens)")
-        ax.set_ylabel("retention")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(DATASET_TITLES[dataset], fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+    for row, (row_title, run, systems) in enumerate(rows):
+        for ax, dataset in zip(axes[row], datasets, strict=True):
+            for system in systems:
+                cells = [
+                    c
+                    for (name, d, _), c in run.cells.items()
+                    if name == system.name and d == dataset and c.ok
+                ]
+                if not cells:
+                    continue
+                cells.sort(key=lambda c: c.compression)
+                xs = [c.compression for c in cells]
+                ys = [c.score for c in cells]
+                full = system.name == "full"
+                marker, colour = style[system.name]
+                (line,) = ax.plot(
+                    xs[:1] if full else xs,
+                    ys[:1] if full else ys,
+                    marker=marker,
+                    linestyle="none" if full else "-",
+                    markersize=9 if full else 5,
+                    linewidth=2.2 if system.name == "extractive" else 1.2,
+                    label=system.label,
+                    color=colour,
+                )
+                handles.setdefault(system.label, line)
+            ax.set_xscale("log")
+            ax.set_ylim(0, 1.02)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_title(f"{row_title}: {_panel_title(run, dataset)}", fontsize=8.5)
+            if row == len(rows) - 1:
+                ax.set_xlabel("compression (history tokens / view tokens)", fontsize=8.5)
+            if dataset == datasets[0]:
+                ax.set_ylabel("retention", fontsize=8.5)
+            ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=10)
     fig.legend(
         list(handles.values()),
@@ -516,9 +611,9 @@ def plot(run: Run, systems: Sequence[System], path: Path, title: str) -> Path:
         fontsize=8,
         frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.13, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.9 / (3.5 * len(rows) + 0.9), 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 
@@ -533,7 +628,7 @@ def _csv(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(
-        description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--budgets", default=",".join(str(b) for b in DEFAULT_BUDGETS))
     parser.add_argument("--systems", default=None, help="comma-separated; default: all")
@@ -560,9 +655,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="torch threads (1: on a busy 2-core machine two threads decoded 5x slower)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="systems run in this many processes at once (one torch thread each)",
+    )
     parser.add_argument("--json", default=str(OUT_DIR / "retention.json"))
     parser.add_argument("--plot", default=str(OUT_DIR / "retention.png"))
     return parser.parse_args(argv)
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _set_threads(threads: int) -> None:
@@ -588,19 +696,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown systems {unknown}; known: {', '.join(catalogue)}")
     systems = [catalogue[n] for n in names]
-    datasets = _csv(args.datasets)
+    datasets = tuple(_csv(args.datasets))
     if args.all_data:
-        sessions = load_sessions(datasets, None, None, None)
+        plan = Plan(datasets, tuple(budgets), None, None, None, None)
     else:
-        sessions = load_sessions(
-            datasets, args.locomo, args.tau, _csv(args.bfcl), None, args.locomo_sessions or None
+        plan = Plan(
+            datasets,
+            tuple(budgets),
+            args.locomo,
+            args.tau,
+            tuple(_csv(args.bfcl)),
+            args.locomo_sessions or None,
         )
+    plan = replace(plan, summary_max_tokens=args.summary_max_tokens, threads=args.threads)
+    sessions = plan.sessions()
     print(
         f"retention: {len(systems)} systems, budgets {', '.join(f'{b:.0%}' for b in budgets)}, "
-        f"{len(sessions)} sessions ({', '.join(datasets)})",
+        f"{len(sessions)} sessions ({', '.join(datasets)}), {args.jobs} worker(s); "
+        f"load average {_load()}",
         flush=True,
     )
-    run = evaluate(systems, sessions, budgets, log=sys.stdout)
+    run = evaluate_parallel(plan, names, args.jobs)
     wide: Run | None = None
     wide_systems = [s for s in systems if s.name in MODEL_FREE]
     if not args.all_data and not args.no_wide and wide_systems:
@@ -619,22 +735,32 @@ def main(argv: Sequence[str] | None = None) -> None:
             "Model-free systems on all of the data:",
             "",
             results_tables(wide, wide_systems, budgets),
+            category_table(wide, wide_systems, 0.25 if 0.25 in budgets else budgets[0]),
         ]
     report += ["What happened inside the systems:", "", notes_lines(run, systems)]
     setup = ", ".join(f"{k} {v:.1f} s" for k, v in run.setup_seconds.items() if v >= 0.05)
-    report.append(f"\nmodel loading: {setup or 'none'}; wall time {elapsed / 60:.1f} min")
+    report.append(
+        f"\nmodel loading: {setup or 'none'}; wall time {elapsed / 60:.1f} min; "
+        f"load average at the end {_load()} ({os.cpu_count()} cores)"
+    )
     text = "\n".join(report)
     print(text, flush=True)
 
+    rows: list[tuple[str, Run, Sequence[System]]] = [
+        ("all data" if args.all_data else "quick subset", run, systems)
+    ]
+    if wide is not None:
+        rows.append(("all data", wide, wide_systems))
     plot_path = plot(
-        run,
-        systems,
+        rows,
         Path(args.plot),
-        "retention against compression (budgets " + ", ".join(f"{b:.0%}" for b in budgets) + ")",
+        "retention against compression, budgets " + ", ".join(f"{b:.0%}" for b in budgets),
     )
     print(f"plot: {plot_path}")
     payload = {
         "argv": list(argv) if argv is not None else sys.argv[1:],
+        "jobs": args.jobs,
+        "threads": args.threads,
         "budgets": budgets,
         "sessions": run.sessions,
         "wall_seconds": elapsed,

@@ -283,7 +283,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     sessions = [session_of("bfcl", chat(6), questions=[Question("b", "q", ("w5x1",), "c")])]
     systems = [peers.FullHistory(), peers.Truncation()]
     run = retention.evaluate(systems, sessions, [0.25, 0.5])
-    path = retention.plot(run, systems, tmp_path / "p.png", "t")
+    path = retention.plot([("a", run, systems), ("b", run, systems[:1])], tmp_path / "p.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -406,3 +406,13 @@ def test_local_chat_model_generates_greedily_and_refuses_prompts_past_its_window
     assert narrow.overflows == 2
     with pytest.raises(ContextOverflowError):
         narrow.batch([long, short])
+
+
+def test_merge_pools_the_runs_of_separate_systems() -> None:
+    sessions = [session_of("bfcl", chat(6), questions=[Question("b", "q", ("w5x1",), "c")])]
+    first = retention.evaluate([peers.FullHistory()], sessions, [0.5])
+    second = retention.evaluate([peers.Truncation(), Missing()], sessions, [0.5])
+    merged = retention.merge([first, second])
+    assert set(merged.cells) == {("full", "bfcl", 0.5), ("truncation", "bfcl", 0.5)}
+    assert merged.not_run == {"missing": "needs something"}
+    assert merged.sessions == {"bfcl": ["s1"]} and merged.questions == {"bfcl": 1}
