@@ -52,6 +52,15 @@ from context_distill.types import Group, GroupFacts
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _CAPITAL = re.compile(r"(?<=[a-z,;] )[A-Z][a-zA-Z]+")
+# A digit in a fact is supported by the same cardinal spelled out in the source
+# ("two kids" -> "kids: 2"); "a", "an" or "couple" are not cardinals here.
+_SPELLED = {
+    word: float(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen"
+        " fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "hundred": 100.0, "thousand": 1000.0}
 
 
 def _audit(fact: str, group: Group) -> bool:
@@ -62,6 +71,7 @@ def _audit(fact: str, group: Group) -> bool:
         source += f"\n{group.anchor:%d %B %Y} {group.anchor.day} {group.anchor.year}"
     lower = source.lower()
     stated = {float(n) for n in _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", source))}
+    stated |= {_SPELLED[w] for w in re.findall(r"[a-z]+", lower) if w in _SPELLED}
     numbers_ok = all(
         float(n) in stated for n in _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", fact))
     )
