@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from context_distill.memory import MemoryBlock
+from context_distill.store import StoredFact
 from context_distill.tokens import (
     MEDIA_BLOCK_TOKENS,
     MESSAGE_OVERHEAD,
@@ -15,6 +19,8 @@ from context_distill.tokens import (
     encoding_counter,
     resolve_counter,
 )
+
+ENCODINGS = ("o200k_base", "cl100k_base")
 
 
 def test_o200k_loads_offline_and_counts_exactly() -> None:
@@ -72,3 +78,40 @@ def test_content_blocks_text_and_media() -> None:
     )
     expected = MESSAGE_OVERHEAD + count("human") + count("look at this") + MEDIA_BLOCK_TOKENS
     assert count_message(blocks, count) == expected
+
+
+_LINE = (
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), min_size=1)
+    .map(lambda text: " ".join(text.split()))
+    .filter(bool)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINE, min_size=1, max_size=8), name=st.sampled_from(ENCODINGS))
+def test_encodings_count_lines_additively(lines: list[str], name: str) -> None:
+    """What the memory block relies on to recount only the lines that changed."""
+    count = encoding_counter(name)
+    assert getattr(count, "line_additive", False)
+    pieces = [f"{line}\n" for line in lines[:-1]] + [lines[-1]]
+    assert count("\n".join(lines)) == sum(count(piece) for piece in pieces)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(_LINE, min_size=1, max_size=40), cap=st.integers(0, 400))
+def test_memory_block_tokens_are_the_exact_count(texts: list[str], cap: int) -> None:
+    count = encoding_counter("o200k_base")
+    memory = MemoryBlock(count)
+    facts = [
+        StoredFact(i, text, (f"m{i}",), (i + 1,), count(text), 1) for i, text in enumerate(texts)
+    ]
+    memory.add(facts[: len(facts) // 2])
+    memory.fit(cap)
+    first = memory.message()
+    assert memory.tokens == (count_message(first, count) if first is not None else 0)
+    memory.add(facts[len(facts) // 2 :])
+    for fit in (cap, None):
+        memory.fit(fit)
+        message = memory.message()
+        assert message is not None
+        assert memory.tokens == count_message(message, count)

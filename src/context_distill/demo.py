@@ -170,7 +170,9 @@ def _order_json(rng: random.Random, order_id: str, discount: bool) -> str:
         "items": items,
         "discount": {"code": "SPRING24", "discount_pct": None} if discount else None,
         "total": round(sum(i["qty"] * i["unit_price"] for i in items), 2),  # type: ignore[operator]
-        "created_at": f"2026-11-{rng.randint(1, 20):02d}T{rng.randint(8, 20)}:{rng.randint(10, 59)}:00Z",
+        "created_at": (
+            f"2026-11-{rng.randint(1, 20):02d}T{rng.randint(8, 20)}:{rng.randint(10, 59)}:00Z"
+        ),
         "request_id": f"req_{rng.getrandbits(48):012x}",
         "source": "staging-api v3",
     }
@@ -278,7 +280,8 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                             [
                                 "KeyError: 'discount_pct'",
                                 "AssertionError: assert Decimal('9.99') == Decimal('10.00')",
-                                "TypeError: unsupported operand type(s) for *: 'NoneType' and 'Decimal'",
+                                "TypeError: unsupported operand type(s) for *: "
+                                "'NoneType' and 'Decimal'",
                             ]
                         ),
                     )
@@ -318,7 +321,8 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                         "run_command",
                         {"cmd": f"python -m shop.migrate --check {module}"},
                         "Traceback (most recent call last):\n"
-                        f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n'
+                        f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, '
+                        f"in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n"
                         f"    rate = ctx['{rng.choice(_NOUNS)}']\n"
                         f"KeyError: '{rng.choice(_NOUNS)}'",
                         "error",

@@ -772,7 +772,9 @@ class ContextDistiller:
             for group_facts in facts:
                 for fact in group_facts:
                     records.append(
-                        FactRecord(fact.text, fact.source_ids, self._count(fact.text) + 4)
+                        FactRecord(
+                            fact.text, fact.source_ids, thread.memory.fact_tokens(fact.text) + 4
+                        )
                     )
             fact_tokens = sum(record.tokens for record in records)
             if fact_tokens > 1.2 * source_tokens + 32:

@@ -121,6 +121,7 @@ class _Parsed:
     clauses: list[str]
     clause_tokens: list[int]
     words: list[list[tuple[str, float]]]
+    tokens: int  # of the whole fact text
 
 
 _MAX_PREPARED = 4096
@@ -162,6 +163,7 @@ class MemoryBlock:
         self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
         self._heap_cache: list[tuple[float, int, int]] = []
         self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
+        self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
         self.cap: int | None = None
 
     def __len__(self) -> int:
@@ -223,7 +225,13 @@ class MemoryBlock:
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
             words=[_base_words(clause) for clause in clauses],
+            tokens=self._count(text),
         )
+
+    def fact_tokens(self, text: str) -> int:
+        """Tokens of a fact's text, counted ahead of time when it was prepared."""
+        parsed = self._parsed.get(text)
+        return parsed.tokens if parsed is not None else self._count(text)
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
@@ -380,8 +388,30 @@ class MemoryBlock:
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
-            self._tokens = count_message(self._message, self._count)
+            if getattr(self._count, "line_additive", False) and body:
+                self._tokens = self._count_by_line(header, shown)
+            else:
+                self._tokens = count_message(self._message, self._count)
         return self._message
+
+    def _count_by_line(self, header: str, shown: list[_Line]) -> int:
+        """The message's tokens as a sum over its lines, most of them counted before.
+
+        Exact for counters whose pre-tokeniser never joins a newline to the text
+        after it (tiktoken's encodings), since no line starts with whitespace.
+        """
+        previous, counts = self._line_counts, {}
+        pieces = [f"{header}\n", *(f"{self._render(line)}\n" for line in shown)]
+        pieces[-1] = pieces[-1][:-1]
+        total = count_message(HumanMessage(content=""), self._count)
+        for piece in pieces:
+            tokens = previous.get(piece)
+            if tokens is None:
+                tokens = self._count(piece)
+            counts[piece] = tokens
+            total += tokens
+        self._line_counts = counts
+        return total
 
     @property
     def tokens(self) -> int:

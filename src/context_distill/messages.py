@@ -133,7 +133,6 @@ def validate(message: Any, index: int | None = None) -> None:
         _check_json(message.response_metadata, "response_metadata", message, index)
 
 
-
 def marker(message: BaseMessage) -> str | None:
     """The mark this library left on a message it wrote (memory block, reduced result)."""
     mark = message.additional_kwargs.get(MARKER_KEY)

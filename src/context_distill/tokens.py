@@ -114,12 +114,26 @@ def _load_encoding(name: str) -> TextCounter:
             exc,
         )
         return approximate_count
-    encode = enc.encode_ordinary
+    return _EncodingCounter(enc.encode_ordinary)
 
-    def count(text: str, /) -> int:
-        return len(encode(text))
 
-    return count
+class _EncodingCounter:
+    """Counts tokens with a tiktoken encoding.
+
+    ``line_additive``: tiktoken's pre-tokenisers end a piece at a newline, so the
+    count of lines joined by newlines is the sum of each line counted with its
+    newline, provided no line starts with whitespace (the memory block relies on
+    this to recount only the lines that changed).
+    """
+
+    line_additive = True
+    __slots__ = ("_encode",)
+
+    def __init__(self, encode: Callable[[str], list[int]]) -> None:
+        self._encode = encode
+
+    def __call__(self, text: str, /) -> int:
+        return len(self._encode(text))
 
 
 def resolve_counter(spec: str | Callable[[str], int]) -> TextCounter:
