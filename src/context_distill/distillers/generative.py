@@ -11,13 +11,12 @@ padding, greedy, a cap on new tokens, a stop at the first blank line).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from ..models.batcher import MicroBatcher
 from ..models.decoding import greedy_generate
-from ..models.loading import LoadedModel, load_model, require_local_extra
+from ..models.loading import LazyModel, LoadedModel, require_local_extra
 from ..types import Group, GroupFacts
 from ._prompt import grounded, prompt_messages, with_fallback
 from .base import Distiller
@@ -55,9 +54,7 @@ class GenerativeDistiller(Distiller):
             require_local_extra("the generative distiller")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, not {max_new_tokens}")
-        self._source = model
-        self._device = device
-        self._dtype = dtype
+        self._model = LazyModel(model, device, dtype)
         self.fallback = fallback
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
@@ -65,8 +62,6 @@ class GenerativeDistiller(Distiller):
         self.examples = examples
         self.min_overlap = min_overlap
         self.cuda_graphs = cuda_graphs
-        self._loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
-        self._load_lock = threading.Lock()
         self._batcher: MicroBatcher[Group, GroupFacts] = MicroBatcher(
             self._distill_batch, window_s=batch_window_s
         )
@@ -74,12 +69,7 @@ class GenerativeDistiller(Distiller):
     @property
     def model(self) -> LoadedModel:
         """The writing model, loaded on first use (once per process)."""
-        if self._loaded is None:
-            with self._load_lock:
-                if self._loaded is None:
-                    source = self._source if not isinstance(self._source, LoadedModel) else None
-                    self._loaded = load_model(source, device=self._device, dtype=self._dtype)
-        return self._loaded
+        return self._model.get()
 
     def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
         return self._batcher.submit(groups)

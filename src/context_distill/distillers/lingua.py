@@ -16,13 +16,12 @@ import bisect
 import math
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..grounding import STOPWORDS, is_idlike
 from ..models.batcher import MicroBatcher
-from ..models.loading import LoadedModel, load_model, require_local_extra
+from ..models.loading import LazyModel, LoadedModel, require_local_extra
 from ..models.surprisal import surprisal
 from ..types import Fact, Group, GroupFacts
 from ._prompt import Segment, segments
@@ -177,17 +176,13 @@ class LinguaDistiller(Distiller):
             raise ValueError(f"ratio must be in (0, 1], not {ratio}")
         if chunk_tokens <= context_tokens + 8:
             raise ValueError("chunk_tokens must exceed context_tokens by more than 8")
-        self._source = model
-        self._device = device
-        self._dtype = dtype
+        self._model = LazyModel(model, device, dtype)
         self.ratio = ratio
         self.max_ratio = max_ratio
         self.chunk_tokens = chunk_tokens
         self.context_tokens = context_tokens
         self.max_batch_tokens = max_batch_tokens
         self.stopword_weight = stopword_weight
-        self._loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
-        self._load_lock = threading.Lock()
         self._batcher: MicroBatcher[Group, GroupFacts] = MicroBatcher(
             self._distill_batch, window_s=batch_window_s
         )
@@ -195,12 +190,7 @@ class LinguaDistiller(Distiller):
     @property
     def model(self) -> LoadedModel:
         """The scoring model, loaded on first use (once per process)."""
-        if self._loaded is None:
-            with self._load_lock:
-                if self._loaded is None:
-                    source = self._source if not isinstance(self._source, LoadedModel) else None
-                    self._loaded = load_model(source, device=self._device, dtype=self._dtype)
-        return self._loaded
+        return self._model.get()
 
     def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
         return self._batcher.submit(groups)

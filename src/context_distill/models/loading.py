@@ -177,6 +177,29 @@ def load_model(
         return loaded
 
 
+class LazyModel:
+    """A distiller's model: given, or loaded on first use by whichever thread asks first."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | LoadedModel | None,
+        device: str | None,
+        dtype: str | None,
+    ) -> None:
+        self._source = None if isinstance(source, LoadedModel) else source
+        self._device = device
+        self._dtype = dtype
+        self._loaded = source if isinstance(source, LoadedModel) else None
+        self._lock = threading.Lock()
+
+    def get(self) -> LoadedModel:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = load_model(self._source, device=self._device, dtype=self._dtype)
+        return self._loaded
+
+
 def register_model(loaded: LoadedModel) -> None:
     """Put an already built model in the process cache under its source (tests, embedding)."""
     with _CACHE_LOCK:
