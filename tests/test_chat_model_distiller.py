@@ -230,3 +230,17 @@ def test_answers_without_facts_note_it(bad: str) -> None:
         [chat_group(CAROLINE)]
     )
     assert result.facts == [] and "model answer held no facts" in result.notes
+
+
+def test_facts_longer_than_their_source_are_dropped() -> None:
+    short = "Melanie: I painted a lake at dawn."
+    wordy = "- Melanie painted a lake at dawn; Melanie painted lake; painted at dawn a lake\n"
+    model = ScriptedChat(script=lambda _: f"- Melanie painted a lake\n{wordy}")
+    stub = StubDistiller()
+    [result] = ChatModelDistiller(model, fallback=stub).distill([chat_group(short)])
+    assert [f.text for f in result.facts] == ["Melanie painted a lake"]
+    assert result.dropped == 1 and any("longer than its source" in n for n in result.notes)
+    # A group whose only fact is longer than its source gets the fallback's facts.
+    model = ScriptedChat(script=lambda _: wordy)
+    [result] = ChatModelDistiller(model, fallback=stub).distill([chat_group(short)])
+    assert result.fallback == "stub"

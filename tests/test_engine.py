@@ -495,3 +495,46 @@ def test_a_ten_megabyte_tool_output_is_counted_exactly_shortened_and_archived(
     assert "database timeout after 30000 ms on shard eu-7" in shown.content
     ((_, original),) = store.get_messages("t", ids=["log"])
     assert original.content == output
+
+
+def test_a_shortened_result_is_distilled_from_its_facts_not_its_note(
+    store: SQLiteMemoryStore,
+) -> None:
+    engine = ContextDistiller(
+        store, budget_tokens=900, token_counter=cheap, max_tool_result_tokens=200
+    )
+    flights = [
+        {"flight_number": f"HAT{i:03d}", "origin": "DEN", "destination": "IAH", "price": 100 + i}
+        for i in range(400)
+    ]
+    history: list[BaseMessage] = [
+        HumanMessage("Find flights.", id="task"),
+        AIMessage("", id="a", tool_calls=[{"name": "search", "args": {}, "id": "c"}]),
+        ToolMessage(json.dumps(flights), tool_call_id="c", id="big"),
+    ]
+    for i in range(40):  # enough later turns to distill the shortened result away
+        history.append(HumanMessage(f"Question {i} about the flights, nothing new.", id=f"h{i}"))
+        history.append(AIMessage(f"Answer {i}: still looking into it.", id=f"r{i}"))
+    engine.update("t", history)
+    (fact,) = [f for f in store.facts("t") if "big" in f.source_ids]
+    assert "HAT000" in fact.text
+    assert "shortened" not in fact.text and "omitted" not in fact.text
+
+
+def test_a_long_system_prompt_leaves_room_for_memory(store: SQLiteMemoryStore) -> None:
+    """The default target is a share of what the budget leaves beside the pinned prompt."""
+    engine = ContextDistiller(store, budget_tokens=2000, token_counter=cheap)
+    history: list[BaseMessage] = [
+        SystemMessage("policy " * 570, id="sys"),  # half the budget, never distilled
+        HumanMessage("Book a flight.", id="task"),
+    ]
+    for i in range(80):
+        history.append(HumanMessage(f"My booking code is BK{i:04d} for passenger {i}.", id=f"h{i}"))
+        history.append(AIMessage(f"Noted BK{i:04d}.", id=f"r{i}"))
+    update = engine.update("t", history)
+    assert update.distilled and update.stats.tokens_view <= 2000
+    pinned = cheap_total(history[:2])
+    # A share of the whole budget (1,200) would leave about 200 tokens beside the
+    # 1,000-token prompt, less than the newest turns alone; a share of the rest, 600.
+    assert update.stats.tokens_view > pinned + 450
+    assert update.stats.facts_shown > 0

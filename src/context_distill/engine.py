@@ -43,6 +43,7 @@ from .types import Fact, Group, GroupFacts
 logger = logging.getLogger(__name__)
 
 _MAX_ROUNDS = 4  # distillation rounds in one turn before the view is returned anyway
+_TARGET_SHARE = 0.6  # of the budget beside the pinned prompt, where distillation stops
 _MAX_BACKOFF_TURNS = 32
 _MAX_THREADS_CACHED = 1024
 _TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
@@ -207,7 +208,7 @@ class ContextDistiller:
     ) -> None:
         if not isinstance(budget_tokens, int) or budget_tokens <= 0:
             raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
-        target = int(budget_tokens * 0.6) if target_tokens is None else target_tokens
+        target = int(budget_tokens * _TARGET_SHARE) if target_tokens is None else target_tokens
         if not 0 < target <= budget_tokens:
             raise ValueError(
                 f"target_tokens must be between 1 and budget_tokens ({budget_tokens}), not {target}"
@@ -227,6 +228,7 @@ class ContextDistiller:
         self.store = store if store is not None else SQLiteMemoryStore(":memory:")
         self.budget_tokens = budget_tokens
         self.target_tokens = target
+        self._target_share = _TARGET_SHARE if target_tokens is None else None
         self.keep_recent_tokens = keep
         self.max_tool_result_tokens = max_result
         self.distill_timeout_s = distill_timeout_s
@@ -511,11 +513,12 @@ class ContextDistiller:
         view = thread.ledger.view_tokens(thread.memory.tokens)
         if view <= self.budget_tokens and round_ == 0:
             return None
-        if view <= self.target_tokens or round_ >= _MAX_ROUNDS:
+        target = self._target(thread)
+        if view <= target or round_ >= _MAX_ROUNDS:
             return None
         if round_ == 0 and thread.turn < thread.retry_turn:
             return None
-        job = self._select(thread, view - self.target_tokens, view, round_)
+        job = self._select(thread, view - target, view, round_)
         if job is None:
             self._fit_memory(thread)
         return job
@@ -894,6 +897,20 @@ class ContextDistiller:
         except StoreError as exc:
             logger.error("thread %s: could not record the failure: %s", thread.thread_id, exc)
 
+    def _target(self, thread: _Thread) -> int:
+        """Where a distillation stops: ``target_tokens`` if given, else the pinned
+        prompt plus a share of what the budget leaves beside it.
+
+        The system prompt and task cannot be distilled, so a share of the whole
+        budget would leave a long system prompt's thread almost no room for its
+        memory and recent turns.
+        """
+        if self._target_share is None:
+            return self.target_tokens
+        pinned = thread.ledger.pinned_tokens
+        share = pinned + int(max(self.budget_tokens - pinned, 0) * self._target_share)
+        return max(self.target_tokens, min(share, self.budget_tokens))
+
     def _fit_memory(self, thread: _Thread) -> None:
         """Give the memory block what the target leaves over, if it needs more than that."""
         ledger = thread.ledger
@@ -901,7 +918,7 @@ class ContextDistiller:
         if not len(memory):
             return
         others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
-        room = max(self.target_tokens - others, 0)
+        room = max(self._target(thread) - others, 0)
         cap = room
         for _ in range(4):
             memory.fit(cap)

@@ -26,6 +26,7 @@ MEMORY_ID = "context-distill-memory"
 
 _WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
+_IDLIKE = re.compile(r"(?=[^\d]*\d)(?=.*[a-z_/])\S{4,}$")  # letters and digits: an identifier
 _COMMON = frozenset(
     """a an the and or but if then so of to in on at by for with from as is are was were be
     been being it its this that these those i you he she we they me him her us them my your
@@ -278,9 +279,17 @@ class MemoryBlock:
         return text
 
     def _rarity(self) -> dict[str, float]:
-        """Weight of each word by how few held facts of this thread use it."""
+        """Weight of each word by how few held facts of this thread use it.
+
+        An identifier (a user id, an order number, a path) that many facts repeat
+        is what the thread is about, not noise: it weighs as if it were rare.
+        """
         n = len(self._lines)
-        return {word: math.log(1.0 + n / df) for word, df in self._df.items()}
+        top = math.log(1.0 + n)
+        return {
+            word: top if _IDLIKE.match(word) else math.log(1.0 + n / df)
+            for word, df in self._df.items()
+        }
 
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).

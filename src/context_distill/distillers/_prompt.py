@@ -115,7 +115,10 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
         if isinstance(message, ToolMessage):
             label = message.name or names.get(message.tool_call_id, "tool")
             body = text.strip()
-            if summarize_results and body:
+            carried = _reduced_facts(message)
+            if carried is not None:
+                body = carried
+            elif summarize_results and body:
                 body = _summarize(body)
             elif len(body) > _MAX_RESULT_CHARS:
                 body = _clip(body, _MAX_RESULT_CHARS)
@@ -137,6 +140,12 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
                 names[call.get("id") or ""] = call.get("name") or "tool"
                 out.append(Segment(message_id, "call", _call_text(dict(call)), True, "call"))
     return out
+
+
+def _reduced_facts(message: ToolMessage) -> str | None:
+    extractive = importlib.import_module("context_distill.distillers.extractive")
+    carried: str | None = extractive.reduced_facts(message)
+    return carried
 
 
 def _summarize(text: str) -> str:
@@ -287,12 +296,19 @@ def grounded(group: Group, answer: str, *, min_overlap: float = 0.6) -> GroupFac
     candidates = parse_facts(answer)
     index = SourceIndex(source_text(group), group.anchor)
     texts = [text_of(message) for message in group.messages]
+    # Facts longer than what they distill save nothing (a small model restating a
+    # short message at length); the excess is dropped.
+    room = sum(len(text) for text in texts)
     facts: list[Fact] = []
     notes: list[str] = []
     dropped = 0
     for candidate in candidates:
         report = index.check(candidate, min_overlap=min_overlap)
-        if report.grounded:
+        if report.grounded and len(candidate) > room:
+            dropped += 1
+            notes.append(f"dropped fact longer than its source allows: {candidate[:80]}")
+        elif report.grounded:
+            room -= len(candidate)
             facts.append(Fact(candidate, _attribute(candidate, group, texts)))
         else:
             dropped += 1

@@ -74,7 +74,8 @@ def _label(message: BaseMessage) -> str:
 
 
 def _tool_summary(result: ToolMessage, stated: frozenset[str]) -> str:
-    summary = summarize_output(prose_of(result), stated)
+    carried = reduced_facts(result)
+    summary = carried if carried is not None else summarize_output(prose_of(result), stated)
     if result.status == "error":
         summary = f"ERROR {summary}"
     return summary or "(empty)"
@@ -141,6 +142,10 @@ class ExtractiveDistiller(Distiller):
         return [GroupFacts(distill_group(group)) for group in groups]
 
 
+_FACTS_LINE = "\nFacts: "
+_HEAD_LINE = "\n--- start ---\n"
+
+
 def reduce_tool_result(
     message: ToolMessage,
     message_id: str,
@@ -167,11 +172,11 @@ def reduce_tool_result(
         if edge >= 16 and 2 * edge < len(text):
             omitted = len(text) - 2 * edge
             content = (
-                f"{note}\nFacts: {summary}\n--- start ---\n{text[:edge]}\n"
+                f"{note}{_FACTS_LINE}{summary}{_HEAD_LINE}{text[:edge]}\n"
                 f"[… {omitted} characters omitted …]\n--- end ---\n{text[-edge:]}"
             )
         else:
-            content = f"{note}\nFacts: {summary}"
+            content = f"{note}{_FACTS_LINE}{summary}"
         over = count(content) - max_tokens
         if over <= 0:
             break
@@ -189,6 +194,22 @@ def reduce_tool_result(
         status=message.status,
         additional_kwargs={**message.additional_kwargs, MARKER_KEY: REDUCED_MARK},
     )
+
+
+def reduced_facts(message: BaseMessage) -> str | None:
+    """The facts a shortened copy (from :func:`reduce_tool_result`) carries; None otherwise.
+
+    Distilling the copy itself would store its note and a cut head and tail as
+    facts; its facts line was made from the whole original.
+    """
+    if message.additional_kwargs.get(MARKER_KEY) != REDUCED_MARK:
+        return None
+    text = prose_of(message)
+    start = text.find(_FACTS_LINE)
+    if start < 0:
+        return "long output (archived)"
+    body = text[start + len(_FACTS_LINE) :]
+    return body.split(_HEAD_LINE, 1)[0].strip() or "long output (archived)"
 
 
 def _fit_chars(text: str, limit: int) -> str:
