@@ -397,7 +397,7 @@ class MemoryBlock:
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
-            if getattr(self._count, "line_additive", False) and body:
+            if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
                 self._tokens = self._count_by_line(header, shown)
             else:
                 self._tokens = count_message(self._message, self._count)
@@ -407,7 +407,9 @@ class MemoryBlock:
         """The message's tokens as a sum over its lines, most of them counted before.
 
         Exact for counters whose pre-tokeniser never joins a newline to the text
-        after it (tiktoken's encodings), since no line starts with whitespace.
+        after it (tiktoken's encodings), since no line starts with whitespace (nor
+        with "/", which o200k joins to a newline after punctuation: the caller
+        counts such a block whole).
         """
         previous, counts = self._line_counts, {}
         pieces = [f"{header}\n", *(f"{self._render(line)}\n" for line in shown)]

@@ -122,8 +122,8 @@ class _EncodingCounter:
 
     ``line_additive``: tiktoken's pre-tokenisers end a piece at a newline, so the
     count of lines joined by newlines is the sum of each line counted with its
-    newline, provided no line starts with whitespace (the memory block relies on
-    this to recount only the lines that changed).
+    newline, provided no line starts with whitespace or "/" (the memory block
+    relies on this to recount only the lines that changed).
     """
 
     line_additive = True
