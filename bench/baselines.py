@@ -21,12 +21,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.scoring import STOP_WORDS, message_content
 
 Message = dict[str, Any]
 Counter = Callable[[str], int]
+T = TypeVar("T")
 
 # OpenAI's published accounting: a few tokens of framing around each message and
 # each tool call, on top of the role and the text. Same figures as the core.
@@ -112,14 +113,19 @@ def truncate(
     view is a suffix of the history; it may cut a tool call off its results,
     which is what naive truncation does.
     """
-    kept: list[Message] = []
+    return newest_that_fit(messages, budget, lambda message: message_tokens(message, count))
+
+
+def newest_that_fit(items: Sequence[T], budget: int, cost: Callable[[T], int]) -> list[T]:
+    """The longest tail of ``items`` whose costs add up to at most ``budget``."""
+    kept: list[T] = []
     used = 0
-    for message in reversed(messages):
-        cost = message_tokens(message, count)
-        if used + cost > budget:
+    for item in reversed(items):
+        spent = cost(item)
+        if used + spent > budget:
             break
-        kept.append(message)
-        used += cost
+        kept.append(item)
+        used += spent
     kept.reverse()
     return kept
 

@@ -49,7 +49,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from bench.baselines import strip_stop_words
+from bench.baselines import newest_that_fit, strip_stop_words
 from bench.scoring import is_memory_message, message_text
 from context_distill.tokens import count_message, encoding_counter
 
@@ -245,17 +245,8 @@ def truncate_messages(
     messages: Sequence[BaseMessage], budget: int, count: TextCounter | None = None
 ) -> list[BaseMessage]:
     """The newest messages that fit, as one unbroken tail (bench.baselines.truncate)."""
-    count = count or counter()
-    kept: list[BaseMessage] = []
-    used = 0
-    for message in reversed(messages):
-        cost = count_message(message, count)
-        if used + cost > budget:
-            break
-        kept.append(message)
-        used += cost
-    kept.reverse()
-    return kept
+    text_counter = count or counter()
+    return newest_that_fit(messages, budget, lambda message: count_message(message, text_counter))
 
 
 class FullHistory(System):

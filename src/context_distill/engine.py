@@ -228,7 +228,7 @@ class ContextDistiller:
         self.store = store if store is not None else SQLiteMemoryStore(":memory:")
         self.budget_tokens = budget_tokens
         self.target_tokens = target
-        self._target_share = _TARGET_SHARE if target_tokens is None else None
+        self._target_given = target_tokens is not None
         self.keep_recent_tokens = keep
         self.max_tool_result_tokens = max_result
         self.distill_timeout_s = distill_timeout_s
@@ -498,7 +498,6 @@ class ContextDistiller:
         pending.clear()
 
     def _record(self, message: BaseMessage, message_id: str, tokens: int) -> MessageRecord:
-
         return MessageRecord(
             message_id=message_id,
             role=message.type,
@@ -905,10 +904,10 @@ class ContextDistiller:
         budget would leave a long system prompt's thread almost no room for its
         memory and recent turns.
         """
-        if self._target_share is None:
+        if self._target_given:
             return self.target_tokens
         pinned = thread.ledger.pinned_tokens
-        share = pinned + int(max(self.budget_tokens - pinned, 0) * self._target_share)
+        share = pinned + int(max(self.budget_tokens - pinned, 0) * _TARGET_SHARE)
         return max(self.target_tokens, min(share, self.budget_tokens))
 
     def _fit_memory(self, thread: _Thread) -> None:

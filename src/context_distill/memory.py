@@ -13,7 +13,7 @@ import heapq
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import HumanMessage
@@ -122,7 +122,7 @@ class _Parsed:
     clauses: list[str]
     clause_tokens: list[int]
     words: list[list[tuple[str, float]]]
-    tokens: int  # of the whole fact text
+    tokens: int | None = None  # of the whole fact text, when prepared ahead
 
 
 _MAX_PREPARED = 4096
@@ -226,19 +226,21 @@ class MemoryBlock:
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
             words=[_base_words(clause) for clause in clauses],
-            tokens=self._count(text),
         )
 
     def fact_tokens(self, text: str) -> int:
         """Tokens of a fact's text, counted ahead of time when it was prepared."""
         parsed = self._parsed.get(text)
-        return parsed.tokens if parsed is not None else self._count(text)
+        if parsed is not None and parsed.tokens is not None:
+            return parsed.tokens
+        return self._count(text)
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
         for text in texts:
             if len(self._parsed) < _MAX_PREPARED and text not in self._parsed:
-                self._parsed[text] = self._parse(text)
+                parsed = self._parse(text)
+                self._parsed[text] = replace(parsed, tokens=self._count(text))
 
     def clear(self) -> None:
         self._lines.clear()
@@ -389,7 +391,8 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = list(self._lines.values()) if self._shown is None else self._shown
-            body = "\n".join(self._render(line) for line in shown)
+            rendered = [self._render(line) for line in shown]
+            body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
             header = self._header(self.facts - len(shown), trimmed)
             self._message = HumanMessage(
@@ -398,12 +401,12 @@ class MemoryBlock:
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
             if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
-                self._tokens = self._count_by_line(header, shown)
+                self._tokens = self._count_by_line([header, *rendered])
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
 
-    def _count_by_line(self, header: str, shown: list[_Line]) -> int:
+    def _count_by_line(self, lines: list[str]) -> int:
         """The message's tokens as a sum over its lines, most of them counted before.
 
         Exact for counters whose pre-tokeniser never joins a newline to the text
@@ -412,8 +415,7 @@ class MemoryBlock:
         counts such a block whole).
         """
         previous, counts = self._line_counts, {}
-        pieces = [f"{header}\n", *(f"{self._render(line)}\n" for line in shown)]
-        pieces[-1] = pieces[-1][:-1]
+        pieces = [f"{line}\n" for line in lines[:-1]] + lines[-1:]
         total = count_message(HumanMessage(content=""), self._count)
         for piece in pieces:
             tokens = previous.get(piece)

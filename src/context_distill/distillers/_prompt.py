@@ -22,6 +22,7 @@ from ..grounding import SourceIndex
 from ..messages import text_of
 from ..types import Fact, Group, GroupFacts
 from .base import Distiller
+from .extractive import reduced_facts
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
         if isinstance(message, ToolMessage):
             label = message.name or names.get(message.tool_call_id, "tool")
             body = text.strip()
-            carried = _reduced_facts(message)
+            carried = reduced_facts(message)
             if carried is not None:
                 body = carried
             elif summarize_results and body:
@@ -140,12 +141,6 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
                 names[call.get("id") or ""] = call.get("name") or "tool"
                 out.append(Segment(message_id, "call", _call_text(dict(call)), True, "call"))
     return out
-
-
-def _reduced_facts(message: ToolMessage) -> str | None:
-    extractive = importlib.import_module("context_distill.distillers.extractive")
-    carried: str | None = extractive.reduced_facts(message)
-    return carried
 
 
 def _summarize(text: str) -> str:
