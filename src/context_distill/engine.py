@@ -151,6 +151,8 @@ class ContextDistiller:
                 result = self._committer.finish(thread, job, outcome)
                 distilled = distilled or result == "committed"
                 job = None if result == "stopped" else self._plan(thread, job.round + 1)
+            if self._memory_unsaved(thread):
+                self._committer.save_memory(thread)
             self._maybe_prefetch(thread)
             return self._result(thread, version, distilled)
 
@@ -169,6 +171,8 @@ class ContextDistiller:
                 result = await asyncio.to_thread(self._committer.finish, thread, job, outcome)
                 distilled = distilled or result == "committed"
                 job = None if result == "stopped" else self._plan(thread, job.round + 1)
+            if self._memory_unsaved(thread):
+                await asyncio.to_thread(self._committer.save_memory, thread)
             self._maybe_prefetch(thread)
             return self._result(thread, version, distilled)
         finally:
@@ -246,6 +250,11 @@ class ContextDistiller:
         except BaseException:
             thread.archive.loaded = False  # rebuild from the store on the next call
             raise
+
+    @staticmethod
+    def _memory_unsaved(thread: ThreadState) -> bool:
+        memory = thread.memory
+        return memory.retired_pending or memory.cap != thread.archive.saved_cap
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
         from .distillers.extractive import reduce_tool_result
