@@ -146,4 +146,4 @@ class DistillingChatMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         await self.history.aclear()
-        self.engine.forget(self.thread_id, archive=True)
+        await self.engine.aforget(self.thread_id, archive=True)
