@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
-from .commit import Committer
+from .commit import Committer, Outcome
 from .dates import advance
 from .distiller_call import DistillerRunner, isolated
 from .distillers import Distiller, resolve_distiller
@@ -147,9 +147,8 @@ class ContextDistiller:
             job = self._begin(thread, messages)
             while job is not None:
                 outcome = self._runner.run(thread, job)
-                result = self._committer.finish(thread, job, outcome)
-                distilled = distilled or result == "committed"
-                job = None if result == "stopped" else self._plan(thread, job.round + 1)
+                committed, job = self._settle(thread, job, outcome)
+                distilled = distilled or committed
             return self._end(thread, version, distilled)
 
     async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
@@ -164,9 +163,8 @@ class ContextDistiller:
             job = await asyncio.to_thread(self._begin, thread, messages)
             while job is not None:
                 outcome = await self._runner.arun(thread, job)
-                result = await asyncio.to_thread(self._committer.finish, thread, job, outcome)
-                distilled = distilled or result == "committed"
-                job = None if result == "stopped" else self._plan(thread, job.round + 1)
+                committed, job = await asyncio.to_thread(self._settle, thread, job, outcome)
+                distilled = distilled or committed
             return await asyncio.to_thread(self._end, thread, version, distilled)
         finally:
             thread.lock.release()
@@ -245,6 +243,13 @@ class ContextDistiller:
             thread.archive.loaded = False  # rebuild from the store on the next call
             raise
         return self._plan(thread, 0)
+
+    def _settle(self, thread: ThreadState, job: Job, outcome: Outcome) -> tuple[bool, Job | None]:
+        """Commit (or record the failure), then the policy's next decision, if any."""
+        result = self._committer.finish(thread, job, outcome)
+        if result == "stopped":
+            return False, None
+        return result == "committed", self._plan(thread, job.round + 1)
 
     def _end(self, thread: ThreadState, version: int, distilled: bool) -> ContextUpdate:
         """Save what the memory block changed, start background work, build the view."""
