@@ -203,8 +203,9 @@ class MemoryBlock:
         for fact in facts:
             if fact.retired_at is not None:
                 let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
+        doomed = frozenset(i for ids in let_go.values() for i in ids)
         for distillation in sorted(by_distillation):
-            self.add(by_distillation[distillation])
+            self.add(by_distillation[distillation], doomed=doomed)
             gone = let_go.get(distillation)
             if gone:
                 for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
@@ -221,8 +222,12 @@ class MemoryBlock:
         retired, self._newly_retired = self._newly_retired, []
         return retired
 
-    def add(self, facts: Sequence[StoredFact]) -> None:
-        """Take in newly stored facts; a repeated fact joins the line it repeats."""
+    def add(self, facts: Sequence[StoredFact], *, doomed: frozenset[int] = frozenset()) -> None:
+        """Take in newly stored facts; a repeated fact joins the line it repeats.
+
+        A line opened by a fact in ``doomed`` is let go before anyone looks at it
+        (a restore): it keeps its place and its key but is not taken apart.
+        """
         for fact in facts:
             key = _key(fact.text)
             line = self._by_key.get(key)
@@ -232,7 +237,10 @@ class MemoryBlock:
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1)  # its cost changed
                 continue
-            parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
+            if fact.fact_id in doomed:
+                parsed = _Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
+            else:
+                parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
