@@ -28,7 +28,16 @@ from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError, InvalidThreadIdError, StoreError
 from .ledger import Ledger, LiveGroup, TokenCache
 from .memory import MemoryBlock
-from .messages import MEMORY_MARK, derived_id, describe, digest, marker, text_of, to_json
+from .messages import (
+    MEMORY_MARK,
+    coerce_messages,
+    derived_id,
+    describe,
+    digest,
+    marker,
+    text_of,
+    to_json,
+)
 from .store import (
     REDUCED,
     DistillationLog,
@@ -255,6 +264,7 @@ class ContextDistiller:
 
     def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
+        messages = coerce_messages(messages)
         thread = self._thread(thread_id)
         with thread.lock:
             version = thread.version
@@ -270,6 +280,7 @@ class ContextDistiller:
 
     async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
         """Async twin of :meth:`update`."""
+        messages = coerce_messages(messages)
         thread = self._thread(thread_id)
         while not thread.lock.acquire(blocking=False):
             await asyncio.sleep(0.002)
