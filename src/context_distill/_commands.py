@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from .demo import SERVING_MODELS, report, run_demo
+from .demo import SERVING_MODELS, build_session, report, run_demo, tool_calls_in
 from .engine import ContextDistiller, ContextStats
 from .errors import StoreError
 from .inspector.data import thread_summaries
@@ -340,6 +342,17 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _program() -> str:
+    """How the user ran this command, to repeat in a hint (``.venv/bin/context-distill``)."""
+    path = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if path is None or path.name != "context-distill":
+        return "context-distill"
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path) if path.parent != Path(".") else "context-distill"
+
+
 def _progress(out: TextIO, done: int, total: int, stats: ContextStats) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
@@ -357,7 +370,8 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
     if not args.json:
         _emit(
             out,
-            f"context-distill demo: a scripted coding agent makes 238 tool calls under a "
+            f"context-distill demo: a scripted coding agent makes "
+            f"{tool_calls_in(build_session())} tool calls under a "
             f"budget of {args.budget:,} tokens ({args.distiller} distiller)",
         )
     calls: list[int] = []
@@ -385,5 +399,5 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
         _emit(out, line)
     if args.db:
         _emit(out)
-        _emit(out, f"archive kept in {args.db}; look inside it: context-distill inspect {args.db}")
+        _emit(out, f"archive kept in {args.db}; look inside it: {_program()} inspect {args.db}")
     return 0
