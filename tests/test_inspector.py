@@ -215,3 +215,19 @@ def test_the_page_in_headless_chromium(served: str, demo_db: Path, tmp_path: Pat
     width, height, distinct = _png_facts(data)
     assert (width, height) == (1400, 1300)
     assert len(data) > 50_000 and distinct > 50  # a drawn page, not a blank one
+
+
+def test_inspect_command_errors_name_what_was_wrong(
+    demo_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from context_distill.cli import main
+
+    assert main(["inspect", str(tmp_path / "missing.db")]) == 2
+    assert "no archive at" in capsys.readouterr().err
+    taken = bind(0)
+    try:
+        port = taken.getsockname()[1]
+        assert main(["inspect", str(demo_db), "--port", str(port)]) == 2
+        assert f"--port {port}: cannot listen" in capsys.readouterr().err
+    finally:
+        taken.close()
