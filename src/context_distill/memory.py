@@ -240,7 +240,8 @@ class MemoryBlock:
             if fact.fact_id in doomed:
                 parsed = _Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
             else:
-                parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
+                ready = self._parsed.pop(fact.text, None)
+                parsed = ready if ready is not None else self._parse(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),

@@ -11,17 +11,19 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, overload
+from typing import Any, Union, overload
 
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
+    MessageLikeRepresentation,
     ToolMessage,
     convert_to_messages,
     message_to_dict,
     messages_from_dict,
 )
+from langchain_core.prompt_values import PromptValue
 
 from .errors import InvalidMessageError
 from .tokens import block_text
@@ -317,6 +319,10 @@ class _Coerced(Sequence[BaseMessage]):
         if found is None:
             found = self._converted[index] = coerce_message(item, index)
         return found
+
+
+#: What the engine and the doors take as a history: what ``convert_to_messages`` reads.
+MessagesInput = Union[Sequence[MessageLikeRepresentation], PromptValue]  # noqa: UP007
 
 
 def coerce_messages(messages: Any) -> Sequence[BaseMessage]:
