@@ -32,6 +32,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .messages import plain_text
+
 __all__ = [
     "ModelInputError",
     "ScriptExhaustedError",
@@ -57,7 +59,9 @@ class ModelInputError(AssertionError):
 
 def tool_call(name: str, /, _id: str | None = None, **args: Any) -> ToolCall:
     """A tool call for a script step, with a fresh unique id unless one is given."""
-    return ToolCall(name=name, args=args, id=_id or f"call_{uuid.uuid4().hex[:16]}")
+    return ToolCall(
+        name=name, args=args, id=_id or f"call_{uuid.uuid4().hex[:16]}", type="tool_call"
+    )
 
 
 def _as_message(step: Step) -> AIMessage:
@@ -74,6 +78,7 @@ def _as_message(step: Step) -> AIMessage:
                 name=call["name"],
                 args=dict(call.get("args") or {}),
                 id=call.get("id") or f"call_{uuid.uuid4().hex[:16]}",
+                type="tool_call",
             )
         )
     return AIMessage(content="", tool_calls=calls)
@@ -151,7 +156,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         answer = self._next(messages)
-        text = answer.content if isinstance(answer.content, str) else answer.text
+        text = plain_text(answer)
         pieces = text.split(" ")
         sent = False
         for index, piece in enumerate(pieces):
@@ -185,11 +190,6 @@ class ScriptedChatModel(BaseChatModel):
             yield chunk
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    return content if isinstance(content, str) else message.text
-
-
 def check_model_input(
     messages: Sequence[BaseMessage],
     *,
@@ -214,13 +214,13 @@ def check_model_input(
     for index, message in enumerate(items[start:], start):
         if isinstance(message, SystemMessage) or message.type == "system":
             problems.append(f"message {index}: system message after the conversation began")
-    if system_prompt is not None and (start == 0 or _text(items[0]) != system_prompt):
+    if system_prompt is not None and (start == 0 or plain_text(items[0]) != system_prompt):
         problems.append("the system prompt is not the first message")
     if start < len(items) and not isinstance(items[start], HumanMessage):
         problems.append(f"the conversation opens with a {items[start].type} message, not human")
     if task is not None:
         humans = [m for m in items if isinstance(m, HumanMessage)]
-        if not humans or _text(humans[0]) != task:
+        if not humans or plain_text(humans[0]) != task:
             problems.append("the task (first human message) is missing or changed")
     seen_ids: set[str] = set()
     index = start

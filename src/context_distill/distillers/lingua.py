@@ -19,11 +19,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..grounding import STOPWORDS, is_idlike
+from ..dates import written_date_spans
 from ..models.batcher import MicroBatcher
 from ..models.loading import LazyModel, LoadedModel, require_local_extra
 from ..models.surprisal import surprisal
 from ..types import Fact, Group, GroupFacts
+from ..words import STOPWORDS, is_idlike
 from ._prompt import Segment, segments
 from .base import Distiller
 
@@ -41,13 +42,6 @@ _FILLER = STOPWORDS | frozenset(
     basically seriously truly pretty kinda gonna wanna gotta i'm i've i'll i'd you're you've
     you'll you'd he's she's it's we're we've we'll they're they've that's there's what's
     let's let me myself yourself appreciate appreciated means mean tbh btw""".split()
-)
-_MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
-# What context_distill.dates writes for "last Sunday", "two weeks ago", "last night":
-# kept whole, because "Sunday 25 May 2023" would say something else.
-_RESOLVED = re.compile(
-    rf"\b(?:(?:\d+|few) )?\w+ (?:before|after|of) \d{{1,2}} (?:{_MONTH}) \d{{4}}"
-    rf"|\b\d{{1,2}} (?:{_MONTH}) \d{{4}}|\b(?:{_MONTH}) \d{{4}}"
 )
 _GREETING = frozenset(
     "hey hi hello thanks thank wow oh yeah yes so well congrats sorry aw ah dear bye".split()
@@ -98,7 +92,7 @@ def _words(text: str) -> list[_Word]:
     sentence_start = True
     previous = ""
     previous_opened = False
-    dates = [match.span() for match in _RESOLVED.finditer(text)]
+    dates = written_date_spans(text)  # resolved relative dates, kept whole
     for match in _WORD.finditer(text):
         word = match.group(0)
         in_date = any(start < match.end() and match.start() < end for start, end in dates)
