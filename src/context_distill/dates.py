@@ -270,18 +270,19 @@ class DateKey:
         theirs = (other.year, other.month, other.day)
         return all(a is None or a == b for a, b in zip(mine, theirs, strict=True))
 
-
-def _valid(year: int | None, month: int | None, day: int | None) -> bool:
-    if month is not None and not 1 <= month <= 12:
-        return False
-    if day is not None and not 1 <= day <= 31:
-        return False
-    if year is not None and month is not None and day is not None:
-        try:
-            date(year, month, day)
-        except ValueError:
+    def exists(self) -> bool:
+        """Whether some calendar date has every part this key states (not 31 April)."""
+        year, month, day = self.year, self.month, self.day
+        if month is not None and not 1 <= month <= 12:
             return False
-    return True
+        if day is not None and not 1 <= day <= 31:
+            return False
+        if year is not None and month is not None and day is not None:
+            try:
+                date(year, month, day)
+            except ValueError:
+                return False
+        return True
 
 
 def _stated_keys(kind: str, groups: tuple[str, ...]) -> list[tuple[int | None, ...]]:
@@ -311,8 +312,8 @@ def dates_in(text: str) -> tuple[list[DateKey], str]:
     chars = list(text)
     for pattern, kind in _STATED:
         for match in pattern.finditer("".join(chars)):
-            keys = _stated_keys(kind, match.groups())
-            valid = [DateKey(*key) for key in keys if _valid(*key)]
+            keys = (DateKey(*key) for key in _stated_keys(kind, match.groups()))
+            valid = [key for key in keys if key.exists()]
             if not valid:
                 continue
             found.extend(valid)

@@ -65,9 +65,8 @@ class SourceIndex:
             today = anchor.date() if isinstance(anchor, datetime) else anchor
             self.dates.append(DateKey(today.year, today.month, today.day))
             # A date stated without a year means the year of the conversation.
-            self.dates.extend(
-                DateKey(today.year, key.month, key.day) for key in dates if key.year is None
-            )
+            dated = (DateKey(today.year, key.month, key.day) for key in dates if key.year is None)
+            self.dates.extend(key for key in dated if key.exists())  # not 29 Feb 2023
         self.dates.extend(key for _, key in resolve_relative_dates(self.text, anchor))
         self.times: set[int] = set().union(*times) if times else set()
         self.numbers = numbers_in(rest)
