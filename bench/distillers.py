@@ -296,7 +296,8 @@ def decoder_throughput(args: argparse.Namespace) -> None:
     """Generated tokens/s of the generative decoder at each batch size (no early stops)."""
     import torch
 
-    from context_distill.models.decoding import _FastDecoder, is_supported, stop_tables
+    from context_distill.models.decoding import is_supported, stop_tables
+    from context_distill.models.fast_decoder import FastDecoder
     from context_distill.models.loading import load_model
 
     loaded = load_model(None, device=args.device, dtype=args.dtype)
@@ -316,7 +317,7 @@ def decoder_throughput(args: argparse.Namespace) -> None:
     print(f"{'batch':>6} {'tokens/s':>10} {'plain generate tok/s':>21}")
     for batch in (int(b) for b in args.gen_batches.split(",")):
         rows = prompts[:batch]
-        decoder = _FastDecoder(loaded, tables)
+        decoder = FastDecoder(loaded, tables)
         decoder.run(rows, [steps] * batch, cuda_graphs=True)  # warm up
         _sync(loaded.device)
         started = time.perf_counter()
