@@ -45,8 +45,6 @@ __all__ = [
 #: What a script step may be: an ``AIMessage``, a text answer, or a list of tool calls
 #: (dicts with ``name``, ``args`` and optionally ``id``) to issue in parallel.
 Step = AIMessage | str | Sequence[Mapping[str, Any]]
-#: Computes the next step from the messages the model was sent.
-Responder = Callable[[list[BaseMessage]], Step]
 
 
 class ScriptExhaustedError(RuntimeError):
