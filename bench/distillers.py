@@ -45,7 +45,7 @@ from bench.locomo_engine import is_memory, replay_conversation
 from bench.scoring import QAResult, score_questions
 from context_distill.dates import resolve_relative
 from context_distill.distillers import Distiller, resolve_distiller
-from context_distill.messages import text_of
+from context_distill.messages import chat_role, text_of
 from context_distill.tokens import count_message, encoding_counter
 from context_distill.types import Group, GroupFacts
 
@@ -138,7 +138,7 @@ class LocalChatModel(BaseChatModel):
         for messages in inputs:
             chat = [
                 {
-                    "role": {"human": "user", "ai": "assistant"}.get(m.type, m.type),
+                    "role": chat_role(m),
                     "content": m.content,
                 }
                 for m in convert_to_messages(messages)

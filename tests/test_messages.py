@@ -15,6 +15,7 @@ from langchain_core.messages import (
 from context_distill.errors import InvalidMessageError
 from context_distill.messages import (
     block_text,
+    chat_role,
     derived_id,
     digest,
     from_json,
@@ -132,3 +133,8 @@ def test_role_label_names_the_speaker() -> None:
     assert role_label(AIMessage("x")) == "Assistant"
     assert role_label(HumanMessage("x", name="ann")) == "ann"
     assert role_label(ToolMessage("x", tool_call_id="c")) == "Tool"
+    assert [chat_role(m) for m in (SystemMessage("x"), HumanMessage("x"), AIMessage("x"))] == [
+        "system",
+        "user",
+        "assistant",
+    ]

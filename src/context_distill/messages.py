@@ -31,6 +31,7 @@ REDUCED_MARK = "reduced"
 
 ROLES = ("system", "human", "ai", "tool")
 _ROLE_LABELS = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
+_CHAT_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 # Blocks that hold no words said to the reader: calls, and a model's hidden reasoning.
 _UNSAID_BLOCKS = ("tool_use", "tool_call", "reasoning", "thinking")
 UNARCHIVABLE_KEY = "context_distill_unarchivable_repr"
@@ -245,6 +246,11 @@ def role_label(message: BaseMessage) -> str:
     if isinstance(name, str) and name:
         return name
     return _ROLE_LABELS.get(message.type, message.type)
+
+
+def chat_role(message: BaseMessage) -> str:
+    """The role chat templates and OpenAI-style APIs name: user, assistant, system, tool."""
+    return _CHAT_ROLES.get(message.type, message.type)
 
 
 def _dumps(value: Any) -> str:
