@@ -16,17 +16,15 @@ import bisect
 import math
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..dates import written_date_spans
-from ..models.batcher import MicroBatcher
-from ..models.loading import LazyModel, LoadedModel, require_local_extra
+from ..models.loading import LoadedModel
 from ..models.surprisal import surprisal
 from ..types import Fact, Group, GroupFacts
 from ..words import STOPWORDS, is_idlike
+from ._local import LocalModelDistiller
 from ._prompt import Segment, segments
-from .base import Distiller
 
 _WORD = re.compile(r"\S+")
 _SENTENCE_END = re.compile(r"[.!?]$")
@@ -137,7 +135,7 @@ def _clean(word: str) -> str:
     return stripped
 
 
-class LinguaDistiller(Distiller):
+class LinguaDistiller(LocalModelDistiller):
     """Keeps each message's most informative words, scored by a causal LM.
 
     ``model`` is a Hugging Face id, a folder, a ``.gguf`` file, a :class:`LoadedModel`
@@ -164,30 +162,17 @@ class LinguaDistiller(Distiller):
         stopword_weight: float = 0.0,
         batch_window_s: float = 0.002,
     ) -> None:
-        if not isinstance(model, LoadedModel):
-            require_local_extra("the lingua distiller")
+        super().__init__(model, device, dtype, batch_window_s)
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], not {ratio}")
         if chunk_tokens <= context_tokens + 8:
             raise ValueError("chunk_tokens must exceed context_tokens by more than 8")
-        self._model = LazyModel(model, device, dtype)
         self.ratio = ratio
         self.max_ratio = max_ratio
         self.chunk_tokens = chunk_tokens
         self.context_tokens = context_tokens
         self.max_batch_tokens = max_batch_tokens
         self.stopword_weight = stopword_weight
-        self._batcher: MicroBatcher[Group, GroupFacts] = MicroBatcher(
-            self._distill_batch, window_s=batch_window_s
-        )
-
-    @property
-    def model(self) -> LoadedModel:
-        """The scoring model, loaded on first use (once per process)."""
-        return self._model.get()
-
-    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
-        return self._batcher.submit(groups)
 
     # -- the batch -------------------------------------------------------------
 
