@@ -22,6 +22,7 @@ from ._doors import Mode, build_engine, check_mode, quiet_runs
 from .engine import ContextDistiller, ContextUpdate
 from .errors import InvalidMessageError
 from .messages import derived_id
+from .types import check_thread_id
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ class DistillingChatMessageHistory(BaseChatMessageHistory):
             raise TypeError(
                 f"history must be a BaseChatMessageHistory, not {type(history).__name__}"
             )
-        if not isinstance(thread_id, str) or not thread_id:
-            raise ValueError(f"thread_id must be a non-empty string, not {thread_id!r}")
+        check_thread_id(thread_id)
         self.history = history
         self.engine = build_engine(engine, options)
         self.thread_id = thread_id
@@ -146,4 +146,4 @@ class DistillingChatMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         await self.history.aclear()
-        self.engine.forget(self.thread_id, archive=True)
+        await self.engine.aforget(self.thread_id, archive=True)

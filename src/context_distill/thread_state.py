@@ -60,6 +60,7 @@ class Archive:
     shown_again: set[str] = field(default_factory=set)  # distilled, yet shown (rewound)
     anchor: datetime | None = None  # conversation date where distillation stopped
     anchor_ready: bool = False
+    saved_cap: int | None = None  # the memory cap the store holds
 
 
 @dataclass(slots=True)

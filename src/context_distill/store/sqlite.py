@@ -351,14 +351,30 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._known_last.pop(thread_id, None)
         return committed
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember how much room the memory block had, so a restart shows the same view."""
+    def set_memory_cap(
+        self,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None:
+        """Remember the memory block's room and the facts it let go, so a restart
+        shows the same view."""
         check_thread_id(thread_id)
+        retired = list(retired)
 
         def body() -> None:
-            self._conn.execute(
-                "UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id)
-            )
+            conn = self._conn
+            conn.execute("UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id))
+            for start in range(0, len(retired), 500):
+                chunk = retired[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE facts SET retired_at = ? WHERE thread_id = ? "
+                    f"AND retired_at IS NULL AND id IN ({marks})",
+                    (retired_at, thread_id, *chunk),
+                )
 
         self._write(body)
 
