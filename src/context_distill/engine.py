@@ -25,7 +25,7 @@ from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError
 from .intake import Intake
 from .ledger import TokenCache
-from .messages import derived_id, marker
+from .messages import coerce_messages, derived_id, marker
 from .policy import Budget, Job, distill_need, fit_memory, over_budget_reason, select
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
@@ -139,7 +139,7 @@ class ContextDistiller:
 
     def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
-        messages = _check_messages(messages)
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         with thread.lock:
             version = thread.version
@@ -154,7 +154,7 @@ class ContextDistiller:
     async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
         """Async twin of :meth:`update`: the same steps, with store I/O and bookkeeping in
         worker threads and the distiller awaited, so the event loop never waits."""
-        messages = _check_messages(messages)
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         await thread.lock.aacquire()
         try:
