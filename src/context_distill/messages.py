@@ -1,9 +1,8 @@
 """What the library needs to know about a single LangChain message.
 
-Validation with errors that name the message, stable ids for messages that have
-none, a content digest for caches, its text (whole for search, its words for
-distillers, plain as a provider reads it), who said it, and an exact JSON form for
-the archive.
+Validation with errors that name the message, stable ids, a content digest, its
+text (whole for search, its words for distillers, plain as a provider reads it),
+who said it, and an exact JSON form for the archive.
 """
 
 from __future__ import annotations
@@ -238,16 +237,13 @@ def prose_of(message: BaseMessage) -> str:
 def plain_text(message: BaseMessage) -> str:
     """Text blocks joined as they stand (LangChain's ``message.text``): how a provider
     reads a message, and a model's answer, which may split a sentence over blocks."""
-    content = message.content
-    return content if isinstance(content, str) else str(message.text)
+    return str(message.text)
 
 
 def role_label(message: BaseMessage) -> str:
     """Who said it, as facts and prompts name them: the sender's name, else the role."""
     name = getattr(message, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    return _ROLE_LABELS.get(message.type, message.type)
+    return name if isinstance(name, str) and name else _ROLE_LABELS.get(message.type, message.type)
 
 
 def chat_role(message: BaseMessage) -> str:
