@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+export CONTEXT_DISTILL_TEST_PG="${CONTEXT_DISTILL_TEST_PG:-$(bash scripts/ensure_postgres.sh || true)}"
 exec .venv/bin/python -m pytest -q "$@"
