@@ -814,8 +814,9 @@ def test_checker_catches_broken_views(tmp_path: Path) -> None:
     broken([m for m in view if m.id != "a9"], "without its call")
     broken(list(reversed(view)), "reorders")
     broken([*view, HumanMessage("invented", id="zz")], "not in the history")
-    # A message dropped from the view without being archived.
-    extra = AIMessage("never archived", id="x1")
+    # A message dropped from the view without being archived (every message the
+    # engine saw is archived on arrival, so this one comes from outside the engine).
+    extra = AIMessage("never archived", id="never-seen")
     found = ThreadChecker(engine, "self", cheap_count).check([*history, extra], update)
     assert any("not archived" in p for p in found), found
     # Stats that lie.

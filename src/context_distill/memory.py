@@ -171,6 +171,17 @@ class MemoryBlock:
         return len(self._lines) + self._retired
 
     @property
+    def recall_tool(self) -> str | None:
+        """The recall tool the header names, as of the next rendering."""
+        return self._recall_tool
+
+    @recall_tool.setter
+    def recall_tool(self, name: str | None) -> None:
+        if name != self._recall_tool:
+            self._recall_tool = name
+            self._message = None
+
+    @property
     def facts(self) -> int:
         return len(self._lines) + self._retired
 

@@ -125,9 +125,12 @@ class _Recall:
                         seen_refs.add(ref)
                         sections.append(f"{_describe(ref, message)}\n{text_of(message)}")
             shown = 0
+            in_view = self.engine.shown_ids(thread_id)  # the model sees these already
             for hit in self._search(thread_id, rest):
                 if shown >= self.max_results:
                     break
+                if hit.kind == "message" and hit.message_id in in_view:
+                    continue
                 section = self._section(thread_id, hit, seen_refs)
                 if section is not None:
                     sections.append(section)
