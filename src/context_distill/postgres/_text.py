@@ -22,9 +22,10 @@ _NON_WORD = re.compile(r"[\W_]+")
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 _PHRASE = re.compile(r'"([^"]*)"|([^\s"]+)')
 MAX_TERMS = 64  # words of a query beyond these are ignored, as in the SQLite backend
-# A tsvector holds at most 1 MB; past this many characters only each distinct word is
-# indexed (once), so a huge tool output stays findable by any of its words.
-_FULL_INDEX_CHARS = 250_000
+# A tsvector's distinct words may take at most 1 MB: texts that long are checked, and
+# past this many bytes of distinct words only the first words are indexed.
+_CHECK_CHARS = 250_000
+_MAX_WORD_BYTES = 900_000
 
 
 @overload
@@ -72,9 +73,18 @@ def index_text(text: object) -> object:
     if not isinstance(text, str):
         return text
     found = words(text)
-    if len(found) > _FULL_INDEX_CHARS:
-        found = " ".join(dict.fromkeys(found.split()))[:_FULL_INDEX_CHARS]
-    return found
+    if len(found) <= _CHECK_CHARS:
+        return found
+    distinct = list(dict.fromkeys(found.lower().split()))
+    if sum(len(word.encode()) + 1 for word in distinct) <= _MAX_WORD_BYTES:
+        return found
+    kept, size = [], 0
+    for word in distinct:  # a text of over 1 MB of distinct words: the first ones
+        size += len(word.encode()) + 1
+        if size > _MAX_WORD_BYTES:
+            break
+        kept.append(word)
+    return " ".join(kept)
 
 
 def query_terms(query: str) -> list[str]:
