@@ -23,7 +23,7 @@ import psycopg
 from psycopg import AsyncConnection, Connection, Cursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
 
@@ -34,6 +34,20 @@ Body = Callable[[Cursor[tuple[Any, ...]], int], T]
 
 # Keyword arguments of psycopg.connect that are not connection parameters.
 _CONNECT_ONLY = ("autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context")
+
+
+# Errors that say the connection or the server went away (or the server asks for a
+# retry), not that the statement was wrong: the call is run again on a fresh connection.
+_TRANSIENT = {"57P01", "57P02", "57P03", "40001", "40P01", "53300", "53400"}
+
+
+def transient(exc: psycopg.Error) -> bool:
+    if isinstance(exc, PoolTimeout):
+        return True
+    state = exc.sqlstate
+    if state is None:  # the client lost the connection: no answer from the server at all
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in _TRANSIENT
 
 
 def conninfo_of(target: object) -> str:
@@ -113,14 +127,12 @@ class Connections:
                             return body(cur, attempt)
                     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         return body(cur, attempt)
-            except psycopg.OperationalError as exc:
-                if time.monotonic() >= deadline:
+            except psycopg.Error as exc:
+                if not transient(exc) or time.monotonic() >= deadline:
                     raise StoreError(f"{what} {self.where} failed: {exc}") from exc
                 logger.warning("%s %s: %s; retrying (attempt %d)", what, self.where, exc, attempt)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
-            except psycopg.Error as exc:
-                raise StoreError(f"{what} {self.where} failed: {exc}") from exc
             except UnicodeEncodeError as exc:
                 raise StoreError(
                     f"{what} {self.where} failed: text that is not valid Unicode ({exc})"

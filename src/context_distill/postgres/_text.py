@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from typing import overload
 
 _ESCAPED = re.compile("\x01([\x01\x02])")
@@ -22,10 +23,11 @@ _NON_WORD = re.compile(r"[\W_]+")
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 _PHRASE = re.compile(r'"([^"]*)"|([^\s"]+)')
 MAX_TERMS = 64  # words of a query beyond these are ignored, as in the SQLite backend
-# A tsvector's distinct words may take at most 1 MB: texts that long are checked, and
-# past this many bytes of distinct words only the first words are indexed.
-_CHECK_CHARS = 250_000
-_MAX_WORD_BYTES = 900_000
+# A tsvector holds at most 1 MB (each distinct word, 2-aligned, plus 2 bytes for each of
+# up to 256 positions and 2 more): texts this long are measured, and a text that would
+# not fit is indexed by its distinct words, the first ones that fit.
+_CHECK_CHARS = 100_000
+_MAX_INDEX_BYTES = 1_000_000
 
 
 @overload
@@ -75,16 +77,22 @@ def index_text(text: object) -> object:
     found = words(text)
     if len(found) <= _CHECK_CHARS:
         return found
-    distinct = list(dict.fromkeys(found.lower().split()))
-    if sum(len(word.encode()) + 1 for word in distinct) <= _MAX_WORD_BYTES:
+    counts = Counter(found.lower().split())
+    if sum(_cost(word) + 2 * min(n, 256) for word, n in counts.items()) <= _MAX_INDEX_BYTES:
         return found
     kept, size = [], 0
-    for word in distinct:  # a text of over 1 MB of distinct words: the first ones
-        size += len(word.encode()) + 1
-        if size > _MAX_WORD_BYTES:
+    for word in counts:  # first seen first
+        size += _cost(word) + 2
+        if size > _MAX_INDEX_BYTES:
             break
         kept.append(word)
     return " ".join(kept)
+
+
+def _cost(word: str) -> int:
+    """Bytes a distinct word takes in a tsvector, apart from its positions."""
+    size = len(word.encode())
+    return size + size % 2 + 2
 
 
 def query_terms(query: str) -> list[str]:
