@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -114,6 +115,9 @@ def new_database(dsn: str) -> str:
     name = "cd_" + uuid.uuid4().hex[:16]
     with admin(dsn) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(dsn)
+    if parts.scheme in ("postgresql", "postgres"):  # keep a URL a URL (open_store needs one)
+        return urlunsplit(parts._replace(path="/" + name))
     return make_conninfo(dsn, dbname=name)
 
 

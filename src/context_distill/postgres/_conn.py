@@ -95,11 +95,21 @@ class Connections:
             return
         self.conninfo = conninfo_of(target)
         self.where = describe(self.conninfo)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        try:
+            params = conninfo_to_dict(self.conninfo)
+        except psycopg.Error as exc:
+            raise StoreError(f"not a usable PostgreSQL connection string: {exc}") from None
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = max(int(connect_timeout_s), 1)
+        if "application_name" not in params:  # how the store's sessions show on the server
+            kwargs["application_name"] = "context-distill"
+        self.kwargs = kwargs
         self.pool = ConnectionPool(
             self.conninfo,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout_s), 1)},
+            kwargs=kwargs,
             open=False,
             name="context-distill",
         )
@@ -141,11 +151,6 @@ class Connections:
     def connect(self) -> Connection[tuple[Any, ...]]:
         """One connection outside the pool (to migrate before the pool opens)."""
         try:
-            return psycopg.connect(
-                self.conninfo,
-                autocommit=True,
-                connect_timeout=max(int(self.connect_timeout_s), 1),
-                row_factory=tuple_row,
-            )
+            return psycopg.connect(self.conninfo, row_factory=tuple_row, **self.kwargs)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {exc}") from exc

@@ -5,7 +5,7 @@ sit beside a LangGraph checkpointer's tables without a clash. Statements are bui
 once per store from constant text, with the schema's names as quoted identifiers.
 A migration runs in one transaction under an advisory lock: several processes
 opening a new database at once migrate it once, and one killed mid-way leaves
-nothing behind.
+nothing behind (DDL is transactional in PostgreSQL).
 """
 
 from __future__ import annotations
@@ -146,8 +146,26 @@ def read_version(cur: Cursor[tuple[object, ...]], names: Names) -> int:
 
 
 def migrate(cur: Cursor[tuple[object, ...]], names: Names, where: str) -> int:
-    """Bring the schema up to date inside the caller's transaction; the version before."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("context-distill:" + names.schema,))
+    """Bring the schema up to date; the version it had.
+
+    A session advisory lock lines migrating processes up; each migrates in a transaction
+    begun once it holds the lock, so that it sees what the one before it committed.
+    """
+    conn = cur.connection
+    key = ("context-distill:" + names.schema,)
+    cur.execute("SELECT pg_advisory_lock(hashtext(%s))", key)
+    if not conn.autocommit:
+        conn.commit()
+    try:
+        with conn.transaction():
+            return _migrate_locked(cur, names, where)
+    finally:
+        cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", key)
+        if not conn.autocommit:
+            conn.commit()
+
+
+def _migrate_locked(cur: Cursor[tuple[object, ...]], names: Names, where: str) -> int:
     version = read_version(cur, names)
     if version > SCHEMA_VERSION:
         raise StoreError(

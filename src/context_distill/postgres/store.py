@@ -98,8 +98,9 @@ class PostgresMemoryStore(PostgresReader, ThreadedAsync):
             return
         if read_version(cur, self._n) == SCHEMA_VERSION:
             return
-        with cur.connection.transaction():
-            before = migrate(cur, self._n, self.where)
+        if not cur.connection.autocommit:
+            cur.connection.commit()
+        before = migrate(cur, self._n, self.where)
         if before != SCHEMA_VERSION:
             logger.info("archive %s migrated to schema version %d", self.where, SCHEMA_VERSION)
 

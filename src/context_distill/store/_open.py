@@ -17,7 +17,8 @@ def open_store(target: str | os.PathLike[str], *, read_only: bool = False) -> Me
     if isinstance(target, str) and target[:13].lower().startswith(_POSTGRES_SCHEMES):
         from ..postgres import PostgresMemoryStore  # MissingExtraError without the extra
 
-        return PostgresMemoryStore(target, read_only=read_only)
+        scheme, rest = target.split("://", 1)
+        return PostgresMemoryStore(scheme.lower() + "://" + rest, read_only=read_only)
     return SQLiteMemoryStore(
         target if isinstance(target, str) else Path(target), read_only=read_only
     )
