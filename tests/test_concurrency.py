@@ -359,3 +359,39 @@ def test_thread_handed_between_processes_distills_each_message_once(target: Any)
     twice = [(m, len(d)) for m, d in by_message.items() if len(d) > 1]
     assert not twice, f"{len(twice)} messages were distilled more than once, e.g. {twice[:3]}"
     assert not check_db(db)
+
+
+def test_engines_taking_turns_on_a_thread_show_what_one_engine_shows(
+    new_archive: NewArchive,
+) -> None:
+    """Two engines (two servers) serving one thread in turn: the same views, turn by turn,
+    as one engine serving it alone (the memory block restored as it was last fitted)."""
+    builder = Session(
+        ContextDistiller(budget_tokens=400, token_counter=cheap_count), "alternate", 7, check=False
+    )
+    prefixes = []
+    for _ in range(30):
+        builder.history.extend(builder.next_messages())
+        prefixes.append(list(builder.history))
+
+    def views(engines: list[ContextDistiller]) -> list[list[tuple[Any, ...]]]:
+        out = []
+        for turn, history in enumerate(prefixes):
+            view = engines[(turn // 2) % len(engines)].update("alternate", history).view
+            out.append([(m.type, m.id, m.text) for m in view])
+        return out
+
+    alone = open_archive(new_archive("alone"))
+    shared = new_archive("shared")
+    pair = [open_archive(shared), open_archive(shared)]
+    try:
+        expected = views([ContextDistiller(alone, budget_tokens=400, token_counter=cheap_count)])
+        got = views(
+            [ContextDistiller(s, budget_tokens=400, token_counter=cheap_count) for s in pair]
+        )
+        assert alone.stats("alternate")["distillations"] >= 3
+        for turn, (want, have) in enumerate(zip(expected, got, strict=True)):
+            assert want == have, f"turn {turn}: the view differs from one engine's"
+    finally:
+        for store in (alone, *pair):
+            store.close()

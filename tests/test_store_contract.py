@@ -198,10 +198,13 @@ def test_commit_distillation_stores_everything_at_once(target: Any) -> None:
         [entry] = store.distillations("t")
         assert entry["id"] == log_id and entry["details"] == {"k": "\x00"}
         assert entry["outcome"] == "ok" and entry["messages"] == 3
-        store.set_memory_cap("t", 321)
-        assert store.load_thread("t").memory_cap == 321
+        store.set_memory_cap("t", 321, state='{"opaque": "\x00 \u00e9"}')
+        snapshot = store.load_thread("t")
+        assert snapshot.memory_cap == 321
+        assert snapshot.memory_state == '{"opaque": "\x00 \u00e9"}'
         store.set_memory_cap("t", None)
-        assert store.load_thread("t").memory_cap is None
+        snapshot = store.load_thread("t")
+        assert snapshot.memory_cap is None and snapshot.memory_state is None
 
 
 def test_a_failed_commit_leaves_nothing_behind(target: Any) -> None:

@@ -209,7 +209,9 @@ class Committer:
         thread.version += 1
         fit_memory(self._budget, thread.ledger, thread.memory)
         try:
-            self._store.set_memory_cap(thread.thread_id, thread.memory.cap)
+            self._store.set_memory_cap(
+                thread.thread_id, thread.memory.cap, state=thread.saved_state()
+            )
         except StoreError as exc:  # only the restart view depends on it
             logger.warning("thread %s: memory cap not saved: %s", thread.thread_id, exc)
         logger.debug(

@@ -112,6 +112,7 @@ class _Line:
     shown: list[int] | None = None  # indexes of clauses shown; None: all
     words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
     misses: int = 0  # fits in a row that left the whole line out
+    fact_ids: list[int] = field(default_factory=list)  # the stored facts on this line
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,7 @@ class MemoryBlock:
             line = self._by_key.get(key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
+                line.fact_ids.append(fact.fact_id)
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1)  # its cost changed
                 continue
@@ -210,6 +212,7 @@ class MemoryBlock:
                 clauses=parsed.clauses,
                 clause_tokens=list(parsed.clause_tokens),
                 words=parsed.words,
+                fact_ids=[fact.fact_id],
             )
             self._next += 1
             for word in _vocabulary(line):
@@ -217,6 +220,70 @@ class MemoryBlock:
             self._lines[line.order] = line
             self._by_key[key] = line
         self._invalidate()
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs to rebuild this block exactly from the stored facts:
+        the lines held (their facts, misses and shown clauses), and the counts."""
+        shown = None if self._shown is None else {line.order for line in self._shown}
+        return {
+            "cap": self.cap,
+            "next": self._next,
+            "retired": self._retired,
+            "lines": [
+                [
+                    line.order,
+                    line.fact_ids,
+                    line.misses,
+                    (line.shown if line.shown is None else list(line.shown))
+                    if shown is None or line.order in shown
+                    else False,
+                ]
+                for line in self._lines.values()
+            ],
+            "all": shown is None,
+        }
+
+    def restore(self, facts: Sequence[StoredFact], state: dict[str, Any]) -> bool:
+        """Rebuild the block :meth:`state` described from the thread's stored facts, as
+        it was then, without fitting it again (a fit changes what later fits retire).
+
+        False (and an empty block) when the state does not match the facts.
+        """
+        self.clear()
+        by_id = {fact.fact_id: fact for fact in facts}
+        try:
+            shown: list[_Line] = []
+            for order, ids, misses, picked in state["lines"]:
+                held = [by_id[i] for i in ids]
+                parsed = self._parsed.pop(held[0].text, None) or self._parse(held[0].text)
+                line = _Line(
+                    text=held[0].text,
+                    refs=sorted({ref for fact in held for ref in fact.refs}),
+                    order=int(order),
+                    prefix=parsed.prefix,
+                    clauses=parsed.clauses,
+                    clause_tokens=list(parsed.clause_tokens),
+                    words=parsed.words,
+                    misses=int(misses),
+                    fact_ids=[int(i) for i in ids],
+                    shown=None if picked is None or picked is False else list(picked),
+                )
+                for word in _vocabulary(line):
+                    self._df[word] = self._df.get(word, 0) + 1
+                self._lines[line.order] = line
+                self._by_key[_key(line.text)] = line
+                if picked is not False:
+                    shown.append(line)
+            self._next = int(state["next"])
+            self._retired = int(state["retired"])
+            self._shown = None if state["all"] else shown
+            self.cap = state["cap"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            self.clear()
+            return False
+        self._weights_for = (-1, -1)
+        self._message = None
+        return True
 
     def _retire(self, line: _Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
@@ -260,6 +327,7 @@ class MemoryBlock:
         self._by_key.clear()
         self._df.clear()
         self._weights_for = (-1, -1)
+        self.cap = None
         self._invalidate()
 
     def _invalidate(self) -> None:

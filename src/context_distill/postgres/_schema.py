@@ -42,7 +42,8 @@ def _v1(cur: Cursor[tuple[object, ...]], n: Names) -> None:
             updated_at double precision NOT NULL,
             next_seq bigint NOT NULL DEFAULT 1,
             anchor text,
-            memory_cap bigint
+            memory_cap bigint,
+            memory_state text
         )""",
         """CREATE TABLE {distillations} (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

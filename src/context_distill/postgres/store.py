@@ -350,14 +350,16 @@ class PostgresMemoryStore(PostgresReader, ThreadedAsync):
         )
         return Committed(log_id, refs, [stored_fact(row) for row in cur.fetchall()])
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember how much room the memory block had, so a restart shows the same view."""
+    def set_memory_cap(self, thread_id: str, cap: int | None, *, state: str | None = None) -> None:
+        """Remember the memory block's room and state, so a restart shows the same view."""
         check_thread_id(thread_id)
 
         def body(cur: Cur, _attempt: int) -> None:
             cur.execute(
-                self._n.q("UPDATE {threads} SET memory_cap = %s WHERE thread_id = %s"),
-                (cap, enc(thread_id)),
+                self._n.q(
+                    "UPDATE {threads} SET memory_cap = %s, memory_state = %s WHERE thread_id = %s"
+                ),
+                (cap, enc(state), enc(thread_id)),
             )
 
         self._write(body)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -97,10 +97,18 @@ def _v3(db: sqlite_utils.Database) -> None:
         )
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """``threads.memory_state``: the memory block as last fitted, for the next process."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)").fetchall()}
+    if "memory_state" not in columns:
+        db.execute("ALTER TABLE threads ADD COLUMN memory_state TEXT")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 )
 
 

@@ -55,8 +55,10 @@ class ThreadedAsync:
             state=state,
         )
 
-    async def aset_memory_cap(self: SyncMemoryStore, thread_id: str, cap: int | None) -> None:
-        await asyncio.to_thread(self.set_memory_cap, thread_id, cap)
+    async def aset_memory_cap(
+        self: SyncMemoryStore, thread_id: str, cap: int | None, *, state: str | None = None
+    ) -> None:
+        await asyncio.to_thread(self.set_memory_cap, thread_id, cap, state=state)
 
     async def arecord_failure(self: SyncMemoryStore, thread_id: str, log: DistillationLog) -> int:
         return await asyncio.to_thread(self.record_failure, thread_id, log)

@@ -60,8 +60,9 @@ class SyncMemoryStore(Protocol):
         view, log written: in one transaction."""
         ...
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember the memory block's room, so a restart shows the same view."""
+    def set_memory_cap(self, thread_id: str, cap: int | None, *, state: str | None = None) -> None:
+        """Remember the memory block's room and (opaque) state, so that a restart or
+        another process shows the same view."""
         ...
 
     def record_failure(self, thread_id: str, log: DistillationLog) -> int:
@@ -142,7 +143,9 @@ class MemoryStore(SyncMemoryStore, Protocol):
         state: str = DISTILLED,
     ) -> Committed: ...
 
-    async def aset_memory_cap(self, thread_id: str, cap: int | None) -> None: ...
+    async def aset_memory_cap(
+        self, thread_id: str, cap: int | None, *, state: str | None = None
+    ) -> None: ...
 
     async def arecord_failure(self, thread_id: str, log: DistillationLog) -> int: ...
 

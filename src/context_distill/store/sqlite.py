@@ -351,13 +351,14 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._known_last.pop(thread_id, None)
         return committed
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember how much room the memory block had, so a restart shows the same view."""
+    def set_memory_cap(self, thread_id: str, cap: int | None, *, state: str | None = None) -> None:
+        """Remember the memory block's room and state, so a restart shows the same view."""
         check_thread_id(thread_id)
 
         def body() -> None:
             self._conn.execute(
-                "UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id)
+                "UPDATE threads SET memory_cap = ?, memory_state = ? WHERE thread_id = ?",
+                (cap, state, thread_id),
             )
 
         self._write(body)
