@@ -10,42 +10,36 @@ and writes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import psycopg
-from psycopg import Cursor
 
 from ..errors import StoreError
 from ..store._threaded import ThreadedAsync
 from ..store.records import (
     ARCHIVED,
     DISTILLED,
-    REDUCED,
     Committed,
     DistillationLog,
     DistilledElsewhere,
     FactRecord,
     MessageRecord,
-    StoredFact,
     check_same,
 )
 from ..types import check_thread_id
 from ._conn import Body, Connections, T
-from ._reads import PostgresReader, stored_fact
+from ._reads import PostgresReader
 from ._schema import SCHEMA_VERSION, Names, migrate, read_version
-from ._text import dec, enc, index_text
+from ._text import dec, enc
+from ._writes import Cur, PostgresWriter
 
 logger = logging.getLogger(__name__)
 
-Cur = Cursor[tuple[Any, ...]]
 
-
-class PostgresMemoryStore(PostgresReader, ThreadedAsync):
+class PostgresMemoryStore(PostgresWriter, PostgresReader, ThreadedAsync):
     """The archive in PostgreSQL, shared by every process that opens the same database.
 
     ``target`` is a connection string (``postgresql://user:pw@host/db``), a
@@ -114,109 +108,6 @@ class PostgresMemoryStore(PostgresReader, ThreadedAsync):
         if self.read_only:
             raise StoreError(f"{self.where} is open read-only")
         return self._db.run(body, what="writing to")
-
-    def _lock_thread(self, cur: Cur, tid: str, now: float) -> int:
-        """Create or touch the thread's row, locking it to this transaction; its next seq."""
-        cur.execute(
-            self._n.q(
-                "INSERT INTO {threads} (thread_id, created_at, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (thread_id) DO UPDATE SET updated_at = excluded.updated_at "
-                "RETURNING next_seq"
-            ),
-            (tid, now, now),
-        )
-        row = cur.fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def _insert_messages(
-        self,
-        cur: Cur,
-        thread_id: str,
-        records: Sequence[MessageRecord],
-        state: str,
-        now: float,
-        next_seq: int,
-    ) -> dict[str, int]:
-        """Archive messages not yet archived; every given id's archive number."""
-        refs: dict[str, int] = {}
-        if not records:
-            return refs
-        tid = enc(thread_id)
-        q = self._n.q
-        cur.execute(
-            q(
-                "SELECT message_id, seq, digest, state FROM {messages} "
-                "WHERE thread_id = %s AND message_id = ANY(%s::text[])"
-            ),
-            (tid, [enc(r.message_id) for r in records]),
-        )
-        found = {dec(row[0]): (int(row[1]), dec(row[2]), row[3]) for row in cur.fetchall()}
-        new: list[tuple[Any, ...]] = []
-        for record in records:
-            known = found.get(record.message_id)
-            if known is not None:
-                if known[2] != REDUCED:  # a reduced result is archived as its original
-                    check_same(thread_id, record, known[1])
-                refs[record.message_id] = known[0]
-                continue
-            if record.data is None:
-                raise StoreError(
-                    f"message {record.message_id!r} of thread {thread_id!r} should be archived "
-                    "already but is not"
-                )
-            found[record.message_id] = (next_seq, record.digest, state)
-            refs[record.message_id] = next_seq
-            new.append(
-                (
-                    enc(record.message_id), next_seq, enc(record.role), enc(record.digest),
-                    record.tokens, enc(record.text), enc(record.data), index_text(record.text),
-                )
-            )  # fmt: skip
-            next_seq += 1
-        if new:
-            columns = [list(column) for column in zip(*new, strict=True)]
-            cur.execute(
-                q(
-                    "INSERT INTO {messages} (thread_id, message_id, seq, role, digest, tokens, "
-                    "text, data, state, archived_at, search) "
-                    "SELECT %s, r.message_id, r.seq, r.role, r.digest, r.tokens, r.text, r.data, "
-                    "%s, %s, to_tsvector({cfg}, r.words) "
-                    "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], "
-                    "%s::text[], %s::text[], %s::text[]) "
-                    "AS r(message_id, seq, role, digest, tokens, text, data, words)"
-                ),
-                (tid, state, now, *columns),
-            )
-            cur.execute(
-                q("UPDATE {threads} SET next_seq = %s WHERE thread_id = %s"), (next_seq, tid)
-            )
-        return refs
-
-    def _insert_log(self, cur: Cur, tid: str, log: DistillationLog, now: float, token: str) -> int:
-        cur.execute(
-            self._n.q(
-                "INSERT INTO {distillations} (thread_id, token, created_at, distiller, outcome, "
-                "error, groups, messages, facts, tokens_before, tokens_after, source_tokens, "
-                "fact_tokens, duration_s, details) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
-            ),
-            (
-                tid, token, now, enc(log.distiller), enc(log.outcome), enc(log.error),
-                log.groups, log.messages, log.facts, log.tokens_before, log.tokens_after,
-                log.source_tokens, log.fact_tokens, log.duration_s,
-                enc(json.dumps(log.details, ensure_ascii=False, default=str)),
-            ),
-        )  # fmt: skip
-        row = cur.fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def _logged(self, cur: Cur, token: str) -> int | None:
-        """The log id of the write carrying ``token``, if an earlier attempt committed it."""
-        cur.execute(self._n.q("SELECT id FROM {distillations} WHERE token = %s"), (token,))
-        row = cur.fetchone()
-        return None if row is None else int(row[0])
 
     def archive(
         self, thread_id: str, records: Sequence[MessageRecord], *, state: str = ARCHIVED
@@ -292,63 +183,6 @@ class PostgresMemoryStore(PostgresReader, ThreadedAsync):
             return Committed(log_id, refs, stored)
 
         return self._write(body)
-
-    def _insert_facts(
-        self,
-        cur: Cur,
-        tid: str,
-        log_id: int,
-        facts: Sequence[FactRecord],
-        refs: dict[str, int],
-        now: float,
-    ) -> list[StoredFact]:
-        if not facts:
-            return []
-        fact_refs = [tuple(sorted(refs[i] for i in f.source_ids if i in refs)) for f in facts]
-        cur.execute(
-            self._n.q(
-                "INSERT INTO {facts} (thread_id, distillation_id, text, source_ids, refs, tokens, "
-                "created_at, search) "
-                "SELECT %s, %s, f.text, f.source_ids, f.refs, f.tokens, %s, "
-                "to_tsvector({cfg}, f.words) "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[]) "
-                "WITH ORDINALITY AS f(text, source_ids, refs, tokens, words, n) ORDER BY f.n "
-                "RETURNING id"
-            ),
-            (
-                tid, log_id, now,
-                [enc(f.text) for f in facts],
-                [enc(json.dumps(list(f.source_ids), ensure_ascii=False)) for f in facts],
-                [json.dumps(list(r)) for r in fact_refs],
-                [f.tokens for f in facts],
-                [index_text(f.text) for f in facts],
-            ),
-        )  # fmt: skip
-        fact_ids = sorted(int(row[0]) for row in cur.fetchall())  # assigned in insertion order
-        return [
-            StoredFact(fact_id, fact.text, fact.source_ids, r, fact.tokens, log_id)
-            for fact_id, fact, r in zip(fact_ids, facts, fact_refs, strict=True)
-        ]
-
-    def _committed(self, cur: Cur, tid: str, log_id: int, ids: list[Any]) -> Committed:
-        """A distillation committed by an earlier attempt, read back as it was returned."""
-        q = self._n.q
-        cur.execute(
-            q(
-                "SELECT message_id, seq FROM {messages} "
-                "WHERE thread_id = %s AND message_id = ANY(%s::text[])"
-            ),
-            (tid, ids),
-        )
-        refs = {dec(row[0]): int(row[1]) for row in cur.fetchall()}
-        cur.execute(
-            q(
-                "SELECT id, text, source_ids, refs, tokens, distillation_id FROM {facts} "
-                "WHERE distillation_id = %s ORDER BY id"
-            ),
-            (log_id,),
-        )
-        return Committed(log_id, refs, [stored_fact(row) for row in cur.fetchall()])
 
     def set_memory_cap(self, thread_id: str, cap: int | None, *, state: str | None = None) -> None:
         """Remember the memory block's room and state, so a restart shows the same view."""
