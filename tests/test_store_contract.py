@@ -198,13 +198,14 @@ def test_commit_distillation_stores_everything_at_once(target: Any) -> None:
         [entry] = store.distillations("t")
         assert entry["id"] == log_id and entry["details"] == {"k": "\x00"}
         assert entry["outcome"] == "ok" and entry["messages"] == 3
-        store.set_memory_cap("t", 321, state='{"opaque": "\x00 \u00e9"}')
+        store.set_memory_cap("t", 321, retired=[facts[1].fact_id, 10**9], retired_at=log_id)
         snapshot = store.load_thread("t")
         assert snapshot.memory_cap == 321
-        assert snapshot.memory_state == '{"opaque": "\x00 \u00e9"}'
-        store.set_memory_cap("t", None)
+        assert [f.retired_at for f in snapshot.facts] == [None, log_id]
+        store.set_memory_cap("t", None, retired=[facts[1].fact_id], retired_at=log_id + 7)
         snapshot = store.load_thread("t")
-        assert snapshot.memory_cap is None and snapshot.memory_state is None
+        assert snapshot.memory_cap is None
+        assert [f.retired_at for f in store.facts("t")] == [None, log_id]  # retired once
 
 
 def test_a_failed_commit_leaves_nothing_behind(target: Any) -> None:

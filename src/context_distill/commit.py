@@ -208,12 +208,7 @@ class Committer:
         health.retry_turn = 0
         thread.version += 1
         fit_memory(self._budget, thread.ledger, thread.memory)
-        try:
-            self._store.set_memory_cap(
-                thread.thread_id, thread.memory.cap, state=thread.saved_state()
-            )
-        except StoreError as exc:  # only the restart view depends on it
-            logger.warning("thread %s: memory cap not saved: %s", thread.thread_id, exc)
+        self.save_memory(thread)
         logger.debug(
             "thread %s: distilled %d messages (%d tokens) into %d facts (%d tokens)",
             thread.thread_id,
@@ -223,6 +218,20 @@ class Committer:
             log.fact_tokens,
         )
         return "committed"
+
+    def save_memory(self, thread: ThreadState) -> None:
+        """Store the memory block's room and the facts it let go (the restart view)."""
+        retired = thread.memory.take_retired()
+        thread.archive.saved_cap = thread.memory.cap
+        try:
+            self._store.set_memory_cap(
+                thread.thread_id,
+                thread.memory.cap,
+                retired=retired,
+                retired_at=thread.archive.last_log_id,
+            )
+        except StoreError as exc:  # only the restart view depends on it
+            logger.warning("thread %s: memory state not saved: %s", thread.thread_id, exc)
 
     def fail(self, thread: ThreadState, log: DistillationLog, *, record: bool) -> None:
         """The one failure path: count it, back off, log it, record it if we can."""

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage, ToolMessage
 
-from .commit import Committer
+from .commit import Committer, Outcome
 from .dates import advance
 from .distiller_call import DistillerRunner, isolated
 from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError
 from .intake import Intake
 from .ledger import TokenCache
-from .messages import derived_id, marker
+from .messages import coerce_messages, derived_id, marker
 from .policy import Budget, Job, distill_need, fit_memory, over_budget_reason, select
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
@@ -139,38 +139,33 @@ class ContextDistiller:
 
     def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
-        messages = _check_messages(messages)
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         with thread.lock:
             version = thread.version
             distilled = False
-            self._take_in(thread, messages)
-            job = self._plan(thread, 0)
+            job = self._begin(thread, messages)
             while job is not None:
                 outcome = self._runner.run(thread, job)
-                result = self._committer.finish(thread, job, outcome)
-                distilled = distilled or result == "committed"
-                job = None if result == "stopped" else self._plan(thread, job.round + 1)
-            self._maybe_prefetch(thread)
-            return self._result(thread, version, distilled)
+                committed, job = self._settle(thread, job, outcome)
+                distilled = distilled or committed
+            return self._end(thread, version, distilled)
 
     async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
-        """Async twin of :meth:`update`."""
-        messages = _check_messages(messages)
+        """Async twin of :meth:`update`: the same steps, with store I/O and bookkeeping in
+        worker threads and the distiller awaited, so the event loop never waits."""
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         await thread.lock.aacquire()
         try:
             version = thread.version
             distilled = False
-            await asyncio.to_thread(self._take_in, thread, messages)
-            job = self._plan(thread, 0)
+            job = await asyncio.to_thread(self._begin, thread, messages)
             while job is not None:
                 outcome = await self._runner.arun(thread, job)
-                result = await asyncio.to_thread(self._committer.finish, thread, job, outcome)
-                distilled = distilled or result == "committed"
-                job = None if result == "stopped" else self._plan(thread, job.round + 1)
-            self._maybe_prefetch(thread)
-            return self._result(thread, version, distilled)
+                committed, job = await asyncio.to_thread(self._settle, thread, job, outcome)
+                distilled = distilled or committed
+            return await asyncio.to_thread(self._end, thread, version, distilled)
         finally:
             thread.lock.release()
 
@@ -240,12 +235,33 @@ class ContextDistiller:
                 self._threads.move_to_end(thread_id)
             return thread
 
-    def _take_in(self, thread: ThreadState, messages: Sequence[BaseMessage]) -> None:
+    def _begin(self, thread: ThreadState, messages: Sequence[BaseMessage]) -> Job | None:
+        """Intake, then the policy's first decision."""
         try:
             self._intake.take_in(thread, messages)
         except BaseException:
             thread.archive.loaded = False  # rebuild from the store on the next call
             raise
+        return self._plan(thread, 0)
+
+    def _settle(self, thread: ThreadState, job: Job, outcome: Outcome) -> tuple[bool, Job | None]:
+        """Commit (or record the failure), then the policy's next decision, if any."""
+        result = self._committer.finish(thread, job, outcome)
+        if result == "stopped":
+            return False, None
+        return result == "committed", self._plan(thread, job.round + 1)
+
+    def _end(self, thread: ThreadState, version: int, distilled: bool) -> ContextUpdate:
+        """Save what the memory block changed, start background work, build the view."""
+        if self._memory_unsaved(thread):
+            self._committer.save_memory(thread)
+        self._maybe_prefetch(thread)
+        return self._result(thread, version, distilled)
+
+    @staticmethod
+    def _memory_unsaved(thread: ThreadState) -> bool:
+        memory = thread.memory
+        return memory.retired_pending or memory.cap != thread.archive.saved_cap
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
         from .distillers.extractive import reduce_tool_result

@@ -155,9 +155,9 @@ class Intake:
         archive.distilled = IdSet(snapshot.distilled)
         archive.anchor = from_iso(snapshot.anchor)
         archive.anchor_ready = snapshot.anchor is not None
-        if not thread.restore_saved(snapshot):
-            thread.memory.add(snapshot.facts)
-            thread.memory.fit(snapshot.memory_cap)
+        thread.memory.restore(snapshot.facts)
+        thread.memory.fit(snapshot.memory_cap)
+        archive.saved_cap = snapshot.memory_cap
         totals = thread.totals
         totals.base_tokens = snapshot.distilled_tokens
         totals.base_messages = len(snapshot.distilled)

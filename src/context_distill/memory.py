@@ -112,7 +112,7 @@ class _Line:
     shown: list[int] | None = None  # indexes of clauses shown; None: all
     words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
     misses: int = 0  # fits in a row that left the whole line out
-    fact_ids: list[int] = field(default_factory=list)  # the stored facts on this line
+    fact_ids: list[int] = field(default_factory=list)  # the stored facts this line shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +167,7 @@ class MemoryBlock:
         self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
         self.cap: int | None = None
+        self._newly_retired: list[int] = []  # fact ids let go since take_retired()
 
     def __len__(self) -> int:
         return len(self._lines) + self._retired
@@ -192,18 +193,54 @@ class MemoryBlock:
         shown = len(self._lines) if self._shown is None else len(self._shown)
         return self.facts - shown
 
-    def add(self, facts: Sequence[StoredFact]) -> None:
-        """Take in newly stored facts; a repeated fact joins the line it repeats."""
+    def restore(self, facts: Sequence[StoredFact]) -> None:
+        """Take in a thread's stored facts as its distillations added them, letting go
+        of each fact where the block let it go before: the same lines as then."""
+        by_distillation: dict[int, list[StoredFact]] = {}
+        for fact in facts:
+            by_distillation.setdefault(fact.distillation_id, []).append(fact)
+        let_go: dict[int, set[int]] = {}
+        for fact in facts:
+            if fact.retired_at is not None:
+                let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
+        doomed = frozenset(i for ids in let_go.values() for i in ids)
+        for distillation in sorted(by_distillation):
+            self.add(by_distillation[distillation], doomed=doomed)
+            gone = let_go.get(distillation)
+            if gone:
+                for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
+                    self._retire(line)
+        self._newly_retired.clear()
+        self._invalidate()
+
+    @property
+    def retired_pending(self) -> bool:
+        return bool(self._newly_retired)
+
+    def take_retired(self) -> list[int]:
+        """Fact ids the block let go since the last call (for the store to remember)."""
+        retired, self._newly_retired = self._newly_retired, []
+        return retired
+
+    def add(self, facts: Sequence[StoredFact], *, doomed: frozenset[int] = frozenset()) -> None:
+        """Take in newly stored facts; a repeated fact joins the line it repeats.
+
+        A line opened by a fact in ``doomed`` is let go before anyone looks at it
+        (a restore): it keeps its place and its key but is not taken apart.
+        """
         for fact in facts:
             key = _key(fact.text)
             line = self._by_key.get(key)
             if line is not None:
-                line.refs = sorted(set(line.refs) | set(fact.refs))
                 line.fact_ids.append(fact.fact_id)
+                line.refs = sorted(set(line.refs) | set(fact.refs))
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1)  # its cost changed
                 continue
-            parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
+            if fact.fact_id in doomed:
+                parsed = _Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
+            else:
+                parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -221,74 +258,11 @@ class MemoryBlock:
             self._by_key[key] = line
         self._invalidate()
 
-    def state(self) -> dict[str, Any]:
-        """What :meth:`restore` needs to rebuild this block exactly from the stored facts:
-        the lines held (their facts, misses and shown clauses), and the counts."""
-        shown = None if self._shown is None else {line.order for line in self._shown}
-        return {
-            "cap": self.cap,
-            "next": self._next,
-            "retired": self._retired,
-            "lines": [
-                [
-                    line.order,
-                    line.fact_ids,
-                    line.misses,
-                    (line.shown if line.shown is None else list(line.shown))
-                    if shown is None or line.order in shown
-                    else False,
-                ]
-                for line in self._lines.values()
-            ],
-            "all": shown is None,
-        }
-
-    def restore(self, facts: Sequence[StoredFact], state: dict[str, Any]) -> bool:
-        """Rebuild the block :meth:`state` described from the thread's stored facts, as
-        it was then, without fitting it again (a fit changes what later fits retire).
-
-        False (and an empty block) when the state does not match the facts.
-        """
-        self.clear()
-        by_id = {fact.fact_id: fact for fact in facts}
-        try:
-            shown: list[_Line] = []
-            for order, ids, misses, picked in state["lines"]:
-                held = [by_id[i] for i in ids]
-                parsed = self._parsed.pop(held[0].text, None) or self._parse(held[0].text)
-                line = _Line(
-                    text=held[0].text,
-                    refs=sorted({ref for fact in held for ref in fact.refs}),
-                    order=int(order),
-                    prefix=parsed.prefix,
-                    clauses=parsed.clauses,
-                    clause_tokens=list(parsed.clause_tokens),
-                    words=parsed.words,
-                    misses=int(misses),
-                    fact_ids=[int(i) for i in ids],
-                    shown=None if picked is None or picked is False else list(picked),
-                )
-                for word in _vocabulary(line):
-                    self._df[word] = self._df.get(word, 0) + 1
-                self._lines[line.order] = line
-                self._by_key[_key(line.text)] = line
-                if picked is not False:
-                    shown.append(line)
-            self._next = int(state["next"])
-            self._retired = int(state["retired"])
-            self._shown = None if state["all"] else shown
-            self.cap = state["cap"]
-        except (KeyError, IndexError, TypeError, ValueError):
-            self.clear()
-            return False
-        self._weights_for = (-1, -1)
-        self._message = None
-        return True
-
     def _retire(self, line: _Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
         self._by_key.pop(_key(line.text), None)
+        self._newly_retired.extend(line.fact_ids)
         for word in _vocabulary(line):
             left = self._df.get(word, 0) - 1
             if left > 0:
@@ -327,7 +301,6 @@ class MemoryBlock:
         self._by_key.clear()
         self._df.clear()
         self._weights_for = (-1, -1)
-        self.cap = None
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -381,6 +354,10 @@ class MemoryBlock:
         """
         self.cap = cap
         self._message = None
+        # Lines the last fits kept leaving out go now, before choosing, so that what a
+        # fit shows depends only on the lines held while it chose (see restore()).
+        for line in [ln for ln in self._lines.values() if ln.misses >= _RETIRE_AFTER]:
+            self._retire(line)
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
@@ -400,8 +377,6 @@ class MemoryBlock:
             indexes = picked.get(line.order)
             if indexes is None:
                 line.misses += 1
-                if line.misses >= _RETIRE_AFTER:
-                    self._retire(line)
                 continue
             line.misses = 0
             line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)

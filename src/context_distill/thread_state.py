@@ -6,7 +6,6 @@ so losing it costs time, never data.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,7 +14,6 @@ from ._lock import DualLock
 from .ledger import Ledger
 from .memory import MemoryBlock
 from .prefetch import Prefetch
-from .store import ThreadSnapshot
 from .tokens import TextCounter
 
 
@@ -62,6 +60,7 @@ class Archive:
     shown_again: set[str] = field(default_factory=set)  # distilled, yet shown (rewound)
     anchor: datetime | None = None  # conversation date where distillation stopped
     anchor_ready: bool = False
+    saved_cap: int | None = None  # the memory cap the store holds
 
 
 @dataclass(slots=True)
@@ -84,35 +83,8 @@ class ThreadState:
     def reset(self, counter: TextCounter) -> None:
         """Forget everything cached; the next intake rebuilds from the store."""
         self.ledger = Ledger()
-        self.memory = MemoryBlock(counter, recall_tool=self.memory.recall_tool)
+        self.memory = MemoryBlock(counter)
         self.cursor = Cursor()
         self.totals = Totals(ratio=self.totals.ratio)
         self.archive = Archive()
         self.prefetch.clear()
-
-    def saved_state(self) -> str:
-        """The memory block and the learned ratio, for the store to keep beside the cap:
-        a process that picks the thread up next fits the block as this one would have."""
-        return json.dumps(
-            {
-                "log": self.archive.last_log_id,
-                "ratio": self.totals.ratio,
-                "memory": self.memory.state(),
-            },
-            separators=(",", ":"),
-        )
-
-    def restore_saved(self, snapshot: ThreadSnapshot) -> bool:
-        """Take the memory block and ratio back from the state saved after the thread's
-        newest distillation; False (nothing taken) if the state is not that one's."""
-        try:
-            saved = json.loads(snapshot.memory_state or "null")
-            if not isinstance(saved, dict) or saved.get("log") != snapshot.last_distillation_id:
-                return False
-            ratio = float(saved["ratio"])
-        except (ValueError, KeyError, TypeError):
-            return False
-        if not self.memory.restore(snapshot.facts, saved.get("memory") or {}):
-            return False
-        self.totals.ratio = ratio
-        return True

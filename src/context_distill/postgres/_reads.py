@@ -60,16 +60,14 @@ class PostgresReader:
             states = cur.fetchall()
             cur.execute(
                 q(
-                    "SELECT id, text, source_ids, refs, tokens, distillation_id FROM {facts} "
+                    "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                    "FROM {facts} "
                     "WHERE thread_id = %s ORDER BY id"
                 ),
                 (tid,),
             )
             fact_rows = cur.fetchall()
-            cur.execute(
-                q("SELECT anchor, memory_cap, memory_state FROM {threads} WHERE thread_id = %s"),
-                (tid,),
-            )
+            cur.execute(q("SELECT anchor, memory_cap FROM {threads} WHERE thread_id = %s"), (tid,))
             thread = cur.fetchone()
             cur.execute(
                 q(
@@ -92,7 +90,6 @@ class PostgresReader:
             facts=tuple(stored_fact(row) for row in fact_rows),
             anchor=dec(thread[0]) if thread else None,
             memory_cap=int(thread[1]) if thread and thread[1] is not None else None,
-            memory_state=dec(thread[2]) if thread else None,
             last_distillation_id=int(counts[2] or 0),
             distilled_tokens=sum(int(row[2]) for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),
@@ -267,7 +264,8 @@ class PostgresReader:
         check_thread_id(thread_id)
         rows = self._rows(
             self._n.q(
-                "SELECT id, text, source_ids, refs, tokens, distillation_id FROM {facts} "
+                "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                "FROM {facts} "
                 "WHERE thread_id = %s ORDER BY id"
             ),
             (enc(thread_id),),
@@ -283,4 +281,5 @@ def stored_fact(row: Sequence[Any]) -> StoredFact:
         refs=tuple(json.loads(dec(row[3]))),
         tokens=int(row[4]),
         distillation_id=int(row[5]),
+        retired_at=None if row[6] is None else int(row[6]),
     )

@@ -42,8 +42,7 @@ def _v1(cur: Cursor[tuple[object, ...]], n: Names) -> None:
             updated_at double precision NOT NULL,
             next_seq bigint NOT NULL DEFAULT 1,
             anchor text,
-            memory_cap bigint,
-            memory_state text
+            memory_cap bigint
         )""",
         """CREATE TABLE {distillations} (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -94,6 +93,7 @@ def _v1(cur: Cursor[tuple[object, ...]], n: Names) -> None:
             refs text NOT NULL,
             tokens bigint NOT NULL,
             created_at double precision NOT NULL,
+            retired_at bigint,
             search tsvector NOT NULL
         )""",
         "CREATE INDEX facts_thread ON {facts} (thread_id, id)",

@@ -191,7 +191,8 @@ class PostgresWriter:
         refs = {dec(row[0]): int(row[1]) for row in cur.fetchall()}
         cur.execute(
             q(
-                "SELECT id, text, source_ids, refs, tokens, distillation_id FROM {facts} "
+                "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                "FROM {facts} "
                 "WHERE distillation_id = %s ORDER BY id"
             ),
             (log_id,),

@@ -184,17 +184,31 @@ class PostgresMemoryStore(PostgresWriter, PostgresReader, ThreadedAsync):
 
         return self._write(body)
 
-    def set_memory_cap(self, thread_id: str, cap: int | None, *, state: str | None = None) -> None:
-        """Remember the memory block's room and state, so a restart shows the same view."""
+    def set_memory_cap(
+        self,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None:
+        """Remember the memory block's room and the facts it let go, so a restart
+        shows the same view."""
         check_thread_id(thread_id)
+        tid = enc(thread_id)
+        gone = [int(fact_id) for fact_id in retired]
+        q = self._n.q
 
         def body(cur: Cur, _attempt: int) -> None:
-            cur.execute(
-                self._n.q(
-                    "UPDATE {threads} SET memory_cap = %s, memory_state = %s WHERE thread_id = %s"
-                ),
-                (cap, enc(state), enc(thread_id)),
-            )
+            cur.execute(q("UPDATE {threads} SET memory_cap = %s WHERE thread_id = %s"), (cap, tid))
+            if gone:
+                cur.execute(
+                    q(
+                        "UPDATE {facts} SET retired_at = %s WHERE thread_id = %s "
+                        "AND retired_at IS NULL AND id = ANY(%s::bigint[])"
+                    ),
+                    (retired_at, tid, gone),
+                )
 
         self._write(body)
 

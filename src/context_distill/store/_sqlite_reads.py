@@ -88,13 +88,13 @@ class SQLiteReader:
                     (thread_id,),
                 ).fetchall()
                 fact_rows = conn.execute(
-                    "SELECT id, text, source_ids, refs, tokens, distillation_id FROM facts "
+                    "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                    "FROM facts "
                     "WHERE thread_id = ? ORDER BY id",
                     (thread_id,),
                 ).fetchall()
                 thread = conn.execute(
-                    "SELECT anchor, memory_cap, memory_state FROM threads WHERE thread_id = ?",
-                    (thread_id,),
+                    "SELECT anchor, memory_cap FROM threads WHERE thread_id = ?", (thread_id,)
                 ).fetchone()
                 counts = conn.execute(
                     "SELECT SUM(outcome = 'ok'), SUM(outcome NOT IN ('ok', 'reduced')), "
@@ -118,7 +118,6 @@ class SQLiteReader:
             facts=tuple(_stored_fact(row) for row in fact_rows),
             anchor=thread[0] if thread else None,
             memory_cap=thread[1] if thread else None,
-            memory_state=thread[2] if thread else None,
             last_distillation_id=int(counts[2] or 0),
             distilled_tokens=sum(row[2] for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),
@@ -290,7 +289,8 @@ class SQLiteReader:
     def facts(self, thread_id: str) -> list[StoredFact]:
         check_thread_id(thread_id)
         rows = self._rows(
-            "SELECT id, text, source_ids, refs, tokens, distillation_id FROM facts "
+            "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+            "FROM facts "
             "WHERE thread_id = ? ORDER BY id",
             (thread_id,),
         )
@@ -305,4 +305,5 @@ def _stored_fact(row: Sequence[Any]) -> StoredFact:
         refs=tuple(json.loads(row[3])),
         tokens=int(row[4]),
         distillation_id=int(row[5]),
+        retired_at=None if row[6] is None else int(row[6]),
     )

@@ -98,10 +98,11 @@ def _v3(db: sqlite_utils.Database) -> None:
 
 
 def _v4(db: sqlite_utils.Database) -> None:
-    """``threads.memory_state``: the memory block as last fitted, for the next process."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)").fetchall()}
-    if "memory_state" not in columns:
-        db.execute("ALTER TABLE threads ADD COLUMN memory_state TEXT")
+    """``facts.retired_at``: the distillation after which the memory block stopped
+    holding a fact, so that a restart rebuilds the same memory."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(facts)").fetchall()}
+    if "retired_at" not in columns:
+        db.execute("ALTER TABLE facts ADD COLUMN retired_at INTEGER")
 
 
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (

@@ -56,9 +56,16 @@ class ThreadedAsync:
         )
 
     async def aset_memory_cap(
-        self: SyncMemoryStore, thread_id: str, cap: int | None, *, state: str | None = None
+        self: SyncMemoryStore,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
     ) -> None:
-        await asyncio.to_thread(self.set_memory_cap, thread_id, cap, state=state)
+        await asyncio.to_thread(
+            self.set_memory_cap, thread_id, cap, retired=retired, retired_at=retired_at
+        )
 
     async def arecord_failure(self: SyncMemoryStore, thread_id: str, log: DistillationLog) -> int:
         return await asyncio.to_thread(self.record_failure, thread_id, log)

@@ -52,6 +52,7 @@ class StoredFact:
     refs: tuple[int, ...]
     tokens: int
     distillation_id: int
+    retired_at: int | None = None  # distillation after which the memory block let it go
 
 
 @dataclass(slots=True)
@@ -106,9 +107,6 @@ class ThreadSnapshot:
     # Every archived message of the thread by id: what the caller's history is
     # reconciled against, so a cold process re-counts and re-archives nothing it holds.
     transcript: Mapping[str, ArchivedMessage] = field(default_factory=dict)
-    # The engine's memory block as of its last fit (opaque to the store), so that a
-    # process picking the thread up shows what the process before it showed.
-    memory_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
