@@ -13,11 +13,12 @@ Each process has threads of its own, and processes 2k and 2k+1 also share one th
 and each sends it as far as it has got).
 
 Printed per run: turns per second (all processes), p50/p99 latency of one turn's
-``update``, errors that reached the caller, and what the archive holds afterwards:
-messages lost (sent but not archived), messages doubled (rows beyond one per id, or
-archive numbers with gaps), and facts doubled or half-committed (a message distilled
-twice, a distillation whose facts or originals are not all there), read back through
-the reliability tests' checker. PostgreSQL comes from ``--pg``,
+``update``, the CPU the agent processes got (100% is one core: with the server's and
+everything else's, what the cores allowed), errors that reached the caller, and what
+the archive holds afterwards: messages lost (sent but not archived), messages doubled
+(rows beyond one per id, or archive numbers with gaps), and facts doubled or
+half-committed (a message distilled twice, a distillation whose facts or originals are
+not all there), read back through the reliability tests' checker. PostgreSQL comes from ``--pg``,
 ``$CONTEXT_DISTILL_TEST_PG`` or ``scripts/ensure_postgres.sh``; each run gets a schema
 of its own, dropped afterwards.
 """
@@ -66,6 +67,7 @@ class Result:
     facts: int = 0
     fact_problems: list[str] = field(default_factory=list)
     messages: int = 0
+    cpu_s: float = 0.0  # CPU time of the agent processes during the run
 
 
 def plan(procs: int) -> list[list[str]]:
@@ -85,7 +87,7 @@ def worker(
     target: Any, threads: list[str], seconds: float, start: Any, results: Any, index: int
 ) -> None:
     """One agent process: its own store and engine, turns until the time is up."""
-    out: dict[str, Any] = {"turns": 0, "latencies": [], "errors": [], "sent": {}}
+    out: dict[str, Any] = {"turns": 0, "latencies": [], "errors": [], "sent": {}, "cpu_s": 0.0}
     try:
         store = inv.open_archive(target)
         engine = ContextDistiller(store, budget_tokens=BUDGET)
@@ -93,6 +95,7 @@ def worker(
         histories = {tid: inv.session_start(_tag(tid)) for tid in threads}
         turn = 0
         start.wait()
+        cpu = time.process_time()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             turn += 1
@@ -106,6 +109,7 @@ def worker(
                     out["errors"].append(f"{tid} turn {turn}: {exc!r}")
                 out["latencies"].append(time.perf_counter() - began)
                 out["turns"] += 1
+        out["cpu_s"] = time.process_time() - cpu
         out["sent"] = {tid: [m.id for m in histories[tid]] for tid in threads}
         store.close()
     except Exception:
@@ -138,6 +142,7 @@ def run(backend: str, target: Any, procs: int, seconds: float) -> Result:
     sent: dict[str, list[str]] = {}
     for _, out in sorted(outs, key=lambda item: item[0]):
         result.turns += out["turns"]
+        result.cpu_s += out["cpu_s"]
         result.latencies.extend(out["latencies"])
         result.errors.extend(out["errors"])
         for tid, ids in out["sent"].items():
@@ -203,16 +208,17 @@ def server_settings(dsn: str) -> str:
 def table(results: list[Result]) -> str:
     header = (
         f"{'backend':<10} {'procs':>5} {'threads':>9} {'turns':>7} {'turns/s':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'msgs':>7} {'lost':>4} {'doubled':>7} "
-        f"{'facts':>6} {'fact problems':>13}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'agent CPU':>9} {'errors':>6} {'msgs':>7} {'lost':>4} "
+        f"{'doubled':>7} {'facts':>6} {'fact problems':>13}"
     )
     lines = [header]
     for r in results:
         lines.append(
             f"{r.backend:<10} {r.procs:>5} {f'{r.threads} ({r.shared})':>9} {r.turns:>7} "
             f"{r.turns / max(r.seconds, 1e-9):>8.1f} {percentile(r.latencies, 0.5) * 1000:>7.1f} "
-            f"{percentile(r.latencies, 0.99) * 1000:>7.1f} {len(r.errors):>6} {r.messages:>7} "
-            f"{r.lost:>4} {r.doubled:>7} {r.facts:>6} {len(r.fact_problems):>13}"
+            f"{percentile(r.latencies, 0.99) * 1000:>7.1f} "
+            f"{f'{100 * r.cpu_s / max(r.seconds, 1e-9):.0f}%':>9} {len(r.errors):>6} "
+            f"{r.messages:>7} {r.lost:>4} {r.doubled:>7} {r.facts:>6} {len(r.fact_problems):>13}"
         )
     return "\n".join(lines)
 
@@ -252,6 +258,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
                 shutil.rmtree(scratch, ignore_errors=True)
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print()
+    print(f"load average {os.getloadavg()[0]:.2f} after")
     print(table(results))
     for r in results:
         for problem in (r.errors + r.fact_problems)[:5]:
