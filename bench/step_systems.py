@@ -130,7 +130,7 @@ class PrefixMeter:
     def observe(self, view: Sequence[BaseMessage]) -> None:
         keys = [_key(m) for m in view]
         common = 0
-        for before, now in zip(self._previous, keys):
+        for before, now in zip(self._previous, keys, strict=False):
             if before != now:
                 break
             common += 1

@@ -207,9 +207,13 @@ def report(cells: Sequence[Cell], systems: Sequence[StepSystem], budgets: Sequen
     out: list[str] = []
     for group in dict.fromkeys(c.group for c in cells):
         mine = [c for c in cells if c.group == group]
+        if not any(c.sessions for c in mine):
+            out.append(f"\n**{group}**: no sessions in the given files")
+            continue
         totals = {c.system: (c.total, c.sessions) for c in mine}
         out.append(f"\n**{group}** (score · compression · prefix reuse)\n")
-        out.append("| system | sessions | items | " + " | ".join(f"{b:.0%}" for b in budgets) + " |")
+        columns = " | ".join(f"{b:.0%}" for b in budgets)
+        out.append(f"| system | sessions | items | {columns} |")
         out.append("| --- | --- | --- |" + " --- |" * len(budgets))
         for name in dict.fromkeys(c.system for c in mine):
             row = {c.fraction: c for c in mine if c.system == name}

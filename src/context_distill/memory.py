@@ -2,15 +2,17 @@
 
 Each line names the archive numbers of the messages it came from (``#12`` or
 ``#12-14``), so the model can ask the recall tool for an original. Repeated facts
-share one line. When the facts outgrow their share of the budget, the block shows
-the ones that carry the most per token and says how many more the archive holds;
-nothing is deleted.
+share one line, and neighbouring facts of one speaker, tool call or turn share one
+line with their prefix written once. When the facts outgrow their share of the
+budget, the block shows the ones that carry the most per token for the work in
+progress (:mod:`._relevance`) and says how many more the archive holds; nothing
+is deleted. The choice is made only when the owner fits the block (at a
+distillation), so between distillations the block stays as it was.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,69 +20,23 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
+from ._relevance import base_words, collapse_alike, content_free, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 MEMORY_ID = "context-distill-memory"
 
-_WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
-_DIGIT = re.compile(r"\d")
-_IDLIKE = re.compile(r"(?=[^\d]*\d)(?=.*[a-z_/])\S{4,}$")  # letters and digits: an identifier
-_COMMON = frozenset(
-    """a an the and or but if then so of to in on at by for with from as is are was were be
-    been being it its this that these those i you he she we they me him her us them my your
-    his our their do does did have has had not no yes just very really also too can could
-    will would should may might must shall about into over after before up down out off
-    again more most some any all each every both few many much such only own same than
-    there here when where why how what which who whom user assistant ai thanks thank okay
-    ok great good nice sure yeah hey hi hello""".split()
-)
-# Words of reaction and feeling: true, but rarely what anyone asks about later.
-_VAGUE = frozenset(
-    """amazing awesome awful beautiful cool exciting excited fantastic fun glad grateful
-    happy hopeful important incredible inspiring inspired interesting lovely love loved
-    meaningful nice optimistic powerful proud rewarding sad special super thankful tough
-    wonderful feel feeling felt feels think thought know make made makes making want wanted
-    going time times really lot lots thing things way day days people guys
-    definitely totally""".split()
-)
-# Fact text "Speaker: clause; clause" - the speaker prefix is shared by its clauses.
 # A word the view already shows still counts this much: facts are asked about as wholes.
 _REPEAT_WEIGHT = 0.6
 # A fact left out by this many fits in a row is no longer considered (it stays archived).
 _RETIRE_AFTER = 3
+# Fact text "Speaker: clause; clause" or "tool(args) → clause; clause": the prefix is
+# shared by its clauses and shown with any of them.
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
-
-
-def _key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _base_words(text: str) -> list[tuple[str, float]]:
-    """The informative words of a clause, each with a weight before rarity.
-
-    Numbers and names weigh more than plain words, words of reaction little; a
-    question carries half of what a statement does.
-    """
-    out: dict[str, float] = {}
-    question = 0.5 if text.rstrip().endswith("?") else 1.0
-    for word in _WORD.findall(text):
-        lower = word.lower().strip(".:'-/")
-        if not lower or lower in out or lower in _COMMON:
-            continue
-        if _DIGIT.search(word):
-            base = 2.0
-        elif lower in _VAGUE:
-            base = 0.2
-        elif word[0].isupper():
-            base = 1.5
-        elif len(lower) > 2:
-            base = 1.0
-        else:
-            continue
-        out[lower] = base * question
-    return list(out.items())
+_CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
+_MERGE_MOST = 6  # facts on one merged line
+_REFILLS = 3  # re-choices that spend room a merged rendering left over
 
 
 def format_refs(refs: Iterable[int]) -> str:
@@ -134,11 +90,28 @@ def _vocabulary(line: _Line) -> set[str]:
 
 
 def _split(text: str) -> tuple[str, list[str]]:
-    match = _PREFIX.match(text)
+    """Prefix and clauses of a fact; clauses that say nothing are left out (a fact
+    of nothing but those has no clauses and is never shown)."""
+    match = _CALL.match(text) or _PREFIX.match(text)
     prefix = match.group(0) if match else ""
     body = text[len(prefix) :]
     clauses = [c.strip() for c in body.split("; ") if c.strip()]
-    return prefix, clauses or [body]
+    if not clauses and body.strip():
+        clauses = [body.strip()]
+    clauses = collapse_alike([c for c in clauses if not content_free(c)])
+    if not clauses and prefix and _CALL.match(prefix):
+        return "", [prefix[: -len(" → ")]]  # a call that returned nothing: the call itself
+    return prefix, clauses
+
+
+def _mergeable(previous: _Line, line: _Line, run: int) -> bool:
+    """Neighbouring shown facts share a line when they share a speaker or a tool call,
+    or come from the same turn (their sources overlap)."""
+    if run >= _MERGE_MOST:
+        return False
+    if previous.prefix and previous.prefix == line.prefix:
+        return True
+    return bool(set(previous.refs) & set(line.refs))
 
 
 class MemoryBlock:
@@ -163,7 +136,9 @@ class MemoryBlock:
         self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
         self._heap_cache: list[tuple[float, int, int]] = []
-        self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
+        self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
+        self._focus: dict[str, float] = {}
+        self._focus_version = 0
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
         self.cap: int | None = None
 
@@ -177,18 +152,22 @@ class MemoryBlock:
     @property
     def hidden(self) -> int:
         """Facts the view does not show at all."""
-        shown = len(self._lines) if self._shown is None else len(self._shown)
-        return self.facts - shown
+        return self.facts - len(self._visible())
+
+    def _visible(self) -> list[_Line]:
+        if self._shown is not None:
+            return self._shown
+        return [line for line in self._lines.values() if line.clauses]
 
     def add(self, facts: Sequence[StoredFact]) -> None:
         """Take in newly stored facts; a repeated fact joins the line it repeats."""
         for fact in facts:
-            key = _key(fact.text)
-            line = self._by_key.get(key)
+            fact_key = key(fact.text)
+            line = self._by_key.get(fact_key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
                 line.prefix_tokens = 0
-                self._weights_for = (-1, -1)  # its cost changed
+                self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
             parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
             line = _Line(
@@ -204,13 +183,28 @@ class MemoryBlock:
             for word in _vocabulary(line):
                 self._df[word] = self._df.get(word, 0) + 1
             self._lines[line.order] = line
-            self._by_key[key] = line
+            self._by_key[fact_key] = line
         self._invalidate()
+
+    def focus(self, texts: Iterable[str] | str | None) -> None:
+        """What the work in progress is about (the task, the latest human turn, the
+        recent turns); the next :meth:`fit` favours facts that name the same things.
+
+        Called when a distillation changes the view anyway, so the block does not
+        change between distillations.
+        """
+        if texts is None:
+            terms: dict[str, float] = {}
+        else:
+            terms = focus_terms([texts] if isinstance(texts, str) else texts)
+        if terms != self._focus:
+            self._focus = terms
+            self._focus_version += 1
 
     def _retire(self, line: _Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
-        self._by_key.pop(_key(line.text), None)
+        self._by_key.pop(key(line.text), None)
         for word in _vocabulary(line):
             left = self._df.get(word, 0) - 1
             if left > 0:
@@ -225,7 +219,7 @@ class MemoryBlock:
             prefix=prefix,
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
-            words=[_base_words(clause) for clause in clauses],
+            words=[base_words(clause) for clause in clauses],
         )
 
     def fact_tokens(self, text: str) -> int:
@@ -248,7 +242,7 @@ class MemoryBlock:
         self._retired = 0
         self._by_key.clear()
         self._df.clear()
-        self._weights_for = (-1, -1)
+        self._weights_for = (-1, -1, -1)
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -266,11 +260,32 @@ class MemoryBlock:
         if len(line.clause_tokens) != len(line.clauses):
             line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
 
-    def _render(self, line: _Line) -> str:
-        refs = format_refs(line.refs)
+    def _body(self, line: _Line) -> str:
         picked = line.clauses if line.shown is None else [line.clauses[i] for i in line.shown]
-        body = "; ".join(picked)
-        return f"{refs} {line.prefix}{body}" if refs else f"{line.prefix}{body}"
+        return "; ".join(picked)
+
+    def _render(self, lines: Sequence[_Line]) -> list[str]:
+        """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
+        rendered: list[str] = []
+        run: list[_Line] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            refs = format_refs(ref for line in run for ref in line.refs)
+            if all(line.prefix == run[0].prefix for line in run):
+                text = run[0].prefix + "; ".join(self._body(line) for line in run)
+            else:
+                text = "; ".join(line.prefix + self._body(line) for line in run)
+            rendered.append(f"{refs} {text}" if refs else text)
+            run.clear()
+
+        for line in lines:
+            if run and not _mergeable(run[-1], line, len(run)):
+                flush()
+            run.append(line)
+        flush()
+        return rendered
 
     def _header(self, hidden: int, trimmed: int) -> str:
         text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
@@ -280,25 +295,13 @@ class MemoryBlock:
             text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
         return text
 
-    def _rarity(self) -> dict[str, float]:
-        """Weight of each word by how few held facts of this thread use it.
-
-        An identifier (a user id, an order number, a path) that many facts repeat
-        is what the thread is about, not noise: it weighs as if it were rare.
-        """
-        n = len(self._lines)
-        top = math.log(1.0 + n)
-        return {
-            word: top if _IDLIKE.match(word) else math.log(1.0 + n / df)
-            for word, df in self._df.items()
-        }
-
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
 
         Clauses are chosen greedily by the information they add per token: rare,
-        specific words weigh most, and a word already shown counts for less the
-        second time.
+        specific words weigh most, words the work in progress names (:meth:`focus`)
+        more, and a word already shown counts for less the second time. Merged lines
+        cost less than the choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
         self._message = None
@@ -315,25 +318,51 @@ class MemoryBlock:
         if total + overhead <= cap:
             self._shown = None
             return
-        picked = self._choose(cap - overhead)
-        shown: list[_Line] = []
+        room = cap - overhead
+        best: dict[int, list[int]] | None = None
+        for _ in range(_REFILLS + 1):
+            picked = self._choose(room)
+            self._apply(picked)
+            used = self.tokens
+            if used <= cap:
+                best = picked
+                if cap - used < 8 or room >= cap:
+                    break
+                room += cap - used
+            else:
+                room -= used - cap
+                if best is not None or room <= 0:
+                    break
+        chosen = best if best is not None else {}
+        self._apply(chosen)
         for line in lines:
+            if line.order in chosen:
+                line.misses = 0
+                continue
+            line.misses += 1
+            if line.misses >= _RETIRE_AFTER:
+                self._retire(line)
+
+    def _apply(self, picked: dict[int, list[int]]) -> None:
+        """Show the chosen clauses (no retiring: the choice may be made again)."""
+        self._message = None
+        shown: list[_Line] = []
+        for line in self._lines.values():
             indexes = picked.get(line.order)
             if indexes is None:
-                line.misses += 1
-                if line.misses >= _RETIRE_AFTER:
-                    self._retire(line)
+                line.shown = None
                 continue
-            line.misses = 0
             line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)
             shown.append(line)
         self._shown = shown
 
     def _weights(self) -> tuple[dict[tuple[int, int], dict[str, float]], list[Any]]:
         """Each clause's weighted words and the opening heap; kept until facts change."""
-        if self._weights_for == (self._next, self._retired):
+        version = (self._next, self._retired, self._focus_version)
+        if self._weights_for == version:
             return self._weights_cache, self._heap_cache
-        rarity = self._rarity()
+        weight_of = rarity(self._df, len(self._lines))
+        focus = self._focus
         n = max(self._next, 1)
         weights: dict[tuple[int, int], dict[str, float]] = {}
         heap: list[tuple[float, int, int]] = []
@@ -341,7 +370,10 @@ class MemoryBlock:
             recency = 1.0 + 0.25 * line.order / n
             half_prefix = line.prefix_tokens / 2
             for index, base in enumerate(line.words):
-                words = {word: w * rarity.get(word, 1.0) * recency for word, w in base}
+                words = {
+                    word: w * weight_of.get(word, 1.0) * recency * (1.0 + focus.get(word, 0.0))
+                    for word, w in base
+                }
                 weights[(line.order, index)] = words
                 gain = sum(words.values())
                 if gain > 0:
@@ -350,7 +382,7 @@ class MemoryBlock:
                     )
         heapq.heapify(heap)
         self._weights_cache, self._heap_cache = weights, heap
-        self._weights_for = (self._next, self._retired)
+        self._weights_for = version
         return weights, heap
 
     def _choose(self, room: int) -> dict[int, list[int]]:
@@ -390,8 +422,8 @@ class MemoryBlock:
         if not self.facts:
             return None
         if self._message is None:
-            shown = list(self._lines.values()) if self._shown is None else self._shown
-            rendered = [self._render(line) for line in shown]
+            shown = self._visible()
+            rendered = self._render(shown)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
             header = self._header(self.facts - len(shown), trimmed)
