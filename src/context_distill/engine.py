@@ -419,10 +419,6 @@ class ContextDistiller:
 
     def _changed_elsewhere(self, thread: _Thread) -> bool:
         """Whether another connection (another process) distilled this thread meanwhile."""
-        version = self.store.data_version()
-        if version == thread.data_version:
-            return False
-        thread.data_version = version
         return self.store.last_distillation_id(thread.thread_id) != thread.last_log_id
 
     def _check_new_ids(
@@ -440,7 +436,7 @@ class ContextDistiller:
             message_id = message.id or derived_id(message, position)
             if message_id not in thread.distilled_ids:
                 continue
-            stored = self.store.archived_digest(thread.thread_id, message_id)
+            stored = self.store.distilled_digests(thread.thread_id, [message_id]).get(message_id)
             if stored is None:
                 continue  # a hash collision in the id set: not distilled after all
             if stored != digest(message):

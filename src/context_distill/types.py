@@ -8,6 +8,8 @@ from datetime import datetime
 
 from langchain_core.messages import BaseMessage
 
+from .errors import InvalidThreadIdError
+
 
 @dataclass(frozen=True, slots=True)
 class Fact:
@@ -49,3 +51,17 @@ class GroupFacts:
 def facts_of(groups: Sequence[GroupFacts]) -> list[Fact]:
     """All facts of a batch, in group order."""
     return [fact for group in groups for fact in group.facts]
+
+
+def check_thread_id(thread_id: object) -> str:
+    """The one thread-id rule: a non-empty string that UTF-8 (and so any store) can hold."""
+    if not isinstance(thread_id, str) or not thread_id:
+        raise InvalidThreadIdError(f"thread_id must be a non-empty string, not {thread_id!r}")
+    try:
+        thread_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidThreadIdError(
+            f"thread_id {thread_id!r} is not valid Unicode "
+            f"(unpaired surrogate at character {exc.start})"
+        ) from None
+    return thread_id
