@@ -18,7 +18,9 @@ messages, so a message edited anywhere breaks the prefix there).
   messages dropped until the view fits, as a hard context limit would force;
 - ``summarization``: LangChain's ``SummarizationMiddleware.before_model`` with the
   local SmolLM2 (bench/local_chat.py), trigger at the budget;
-- ``distill``: context-distill through ``ContextDistiller.update``.
+- ``distill``: context-distill through ``ContextDistiller.update``;
+- ``distill_reduced``: the same with its knobs set as a rough proxy of a tiered view
+  (tool results over a 16th of the budget shortened on arrival, a 16th kept verbatim).
 
 One token counter serves every system, the engine included.
 """
@@ -316,19 +318,27 @@ class Distill(StepSystem):
     """context-distill, its budget the system prompt plus the conversation's share."""
 
     def __init__(
-        self, name: str = "distill", label: str = "context-distill", **options: Any
+        self,
+        name: str = "distill",
+        label: str = "context-distill",
+        shares: dict[str, float] | None = None,
+        **options: Any,
     ) -> None:
         self.name, self.label = name, label
+        self.shares = shares or {}  # engine options given as shares of the budget
         self.options = options
 
     def start(self, session: Session, budget: int) -> Any:
         from context_distill import ContextDistiller, SQLiteMemoryStore
 
+        total = session.pinned_tokens + budget
+        sized = {name: max(int(total * share), 1) for name, share in self.shares.items()}
         engine = ContextDistiller(
             SQLiteMemoryStore(":memory:"),
-            budget_tokens=session.pinned_tokens + budget,
+            budget_tokens=total,
             token_counter=session.count,
             distill_timeout_s=None,
+            **sized,
             **self.options,
         )
         return _EngineState(engine)
@@ -362,6 +372,14 @@ def make_systems() -> dict[str, StepSystem]:
         Masking(fit=True),
         Summarization(),
         Distill(),
+        # What the engine's knobs can show of a tiered view: every tool result past a
+        # 16th of the budget shortened on arrival, a 16th kept verbatim (not the
+        # tiered reduction itself: the newest results are shortened too).
+        Distill(
+            "distill_reduced",
+            "context-distill, results shortened on arrival (proxy)",
+            shares={"max_tool_result_tokens": 1 / 16, "keep_recent_tokens": 1 / 16},
+        ),
     ]
     return {s.name: s for s in systems}
 

@@ -38,6 +38,7 @@ from bench.datasets import TAU_AIRLINE_PATH, Replay, load_tau_airline
 from bench.scoring import contains_value, is_memory_message, message_text
 from bench.step_systems import MODEL_FREE, Session, StepSystem, Trace, make_systems, text_counter
 from bench.swe_agent import SWE_AGENT_PATH, holds, load_swe_agent, split
+from bench.tiered_proto import TieredProto
 
 DEFAULT_BUDGETS = (0.10, 0.25, 0.50)
 _REFS = re.compile(r"^#[\d,-]+ ", re.M)
@@ -244,10 +245,16 @@ def main(argv: Sequence[str] | None = None) -> list[Cell]:
     parser.add_argument("--counter", default="chars4", help="chars4 or a tiktoken encoding")
     parser.add_argument("--all-runs", action="store_true", help="runs without gold items too")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--proto-memory-share", type=float, default=0.3)
+    parser.add_argument("--proto-target-share", type=float, default=0.6)
+    parser.add_argument("--proto-memory-yields", action="store_true")
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     budgets = [float(b) for b in args.budgets.split(",")]
     known = make_systems()
+    known["tiered_proto"] = TieredProto(
+        args.proto_memory_share, args.proto_target_share, memory_yields=args.proto_memory_yields
+    )
     systems = []
     for name in args.systems.split(","):
         system = known.get(name.strip())

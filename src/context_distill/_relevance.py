@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+from langchain_core.messages import BaseMessage
+
+from .messages import text_of
 
 _WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
@@ -150,3 +154,28 @@ def focus_terms(texts: Iterable[str]) -> dict[str, float]:
             if boost > terms.get(lower, 0.0):
                 terms[lower] = boost
     return terms
+
+
+def focus_of(view: Sequence[BaseMessage]) -> list[str]:
+    """The texts a view's work in progress is about: the task (the first human
+    message), the latest human message and the newest turns, newest last.
+
+    ``view`` is the view without its memory block (the system prompt is left out:
+    it says how to work, not on what).
+    """
+    humans = [m for m in view if m.type == "human"]
+    texts = [text_of(humans[0])] if humans else []
+    if len(humans) > 1:
+        texts.append(text_of(humans[-1]))
+    recent: list[str] = []
+    size = 0
+    for message in reversed(view):
+        if message.type == "system" or (humans and message is humans[0]):
+            break
+        text = text_of(message)
+        recent.append(text)
+        size += len(text)
+        if size >= _FOCUS_CHARS:
+            break
+    texts.extend(reversed(recent))
+    return texts

@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, ToolMessage
 
 from ._idset import IdSet
+from ._relevance import focus_of
 from .dates import advance, from_iso, to_iso
 from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError, InvalidThreadIdError, StoreError
@@ -912,6 +913,7 @@ class ContextDistiller:
         memory = thread.memory
         if not len(memory):
             return
+        memory.focus(focus_of(ledger.view(None)))
         others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
         room = max(self._target(thread) - others, 0)
         cap = room

@@ -35,6 +35,8 @@ _RETIRE_AFTER = 3
 # shared by its clauses and shown with any of them.
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 _CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
+_FOCUS_SCALE = float(__import__("os").environ.get("CD_FS", "0.25"))
+_FOCUS_MOST = float(__import__("os").environ.get("CD_FM", "1.0"))
 _MERGE_MOST = 6  # facts on one merged line
 _REFILLS = 3  # re-choices that spend room a merged rendering left over
 
@@ -370,8 +372,15 @@ class MemoryBlock:
             recency = 1.0 + 0.25 * line.order / n
             half_prefix = line.prefix_tokens / 2
             for index, base in enumerate(line.words):
+                # A clause that names what the work is about is worth more; the words the
+                # rest of the view shows already are worth less in it.
+                shared = sum(focus.get(word, 0.0) for word, _ in base)
+                boost = recency * (1.0 + min(_FOCUS_MOST, _FOCUS_SCALE * shared))
                 words = {
-                    word: w * weight_of.get(word, 1.0) * recency * (1.0 + focus.get(word, 0.0))
+                    word: w
+                    * weight_of.get(word, 1.0)
+                    * boost
+                    * (_REPEAT_WEIGHT if word in focus else 1.0)
                     for word, w in base
                 }
                 weights[(line.order, index)] = words

@@ -29,6 +29,8 @@ _NAME = re.compile(r"^[\w.@+~-][\w./@+~-]*/?$")
 _MAX_ITEMS = 24
 _MAX_HITS = 16
 _MAX_NAMES = 160
+_MAX_LINES = 120
+_LINE_CHARS = 80
 _NAMES_PER_CLAUSE = 16
 
 
@@ -101,19 +103,20 @@ def numbered_lines(text: str) -> list[tuple[int, str]] | None:
 
 
 def summarize_numbered(rows: Sequence[tuple[int, str]], colon: bool) -> str:
-    """A numbered listing: its range, then its definitions (a listing of code) or
-    every line (search hits, ``grep -n``), each with its number."""
+    """A numbered listing (``nl``, ``cat -n``, ``grep -n``): its range, then each line
+    that says something with its number (what a later edit names), one clause each so
+    the memory block can show some; a long listing keeps its definitions in between."""
     first, last = rows[0][0], rows[-1][0]
-    items = []
+    lines = [(n, _compact(body, _LINE_CHARS)) for n, body in rows if body.strip()]
+    if len(lines) > _MAX_LINES:
+        edge = _MAX_LINES // 4
+        middle = [(n, found) for n, body in rows[edge:-edge] if (found := _definition(body))]
+        lines = [*lines[:edge], *middle[: _MAX_LINES // 2], *lines[-edge:]]
+    items = [f"{n}: {body}" for n, body in lines]
     if colon:  # grep -n: every line is a hit
-        items = [f"{n}: {_compact(body, 100)}" for n, body in rows if body.strip()]
         return "; ".join(_capped(items, _MAX_HITS))
-    for number, body in rows:
-        found = _definition(body)
-        if found:
-            items.append(f"{number}: {found}")
     head = f"lines {first}-{last}" if last != first else f"line {first}"
-    return "; ".join([head, *_capped(items, _MAX_ITEMS)])
+    return "; ".join([head, *items])
 
 
 def grep_hits(text: str) -> list[tuple[str, int, str]] | None:
