@@ -13,107 +13,30 @@ distillation), so between distillations the block stays as it was.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from ._relevance import base_words, collapse_alike, content_free, focus_terms, key, rarity
+from ._memory_lines import Line, Parsed, format_refs, render, split_fact, vocabulary
+from ._relevance import base_words, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 MEMORY_ID = "context-distill-memory"
+__all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
+_MAX_PREPARED = 4096
 
 # A word the view already shows still counts this much: facts are asked about as wholes.
 _REPEAT_WEIGHT = 0.6
 # A fact left out by this many fits in a row is no longer considered (it stays archived).
 _RETIRE_AFTER = 3
-# Fact text "Speaker: clause; clause" or "tool(args) → clause; clause": the prefix is
-# shared by its clauses and shown with any of them.
-_PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
-_CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
-_FOCUS_SCALE = float(__import__("os").environ.get("CD_FS", "0.25"))
-_FOCUS_MOST = float(__import__("os").environ.get("CD_FM", "1.0"))
-_MERGE_MOST = 6  # facts on one merged line
+# A clause naming what the work is about gains this much per focus weight, at most:
+_FOCUS_SCALE = 0.1
+_FOCUS_MOST = 0.5
 _REFILLS = 3  # re-choices that spend room a merged rendering left over
-
-
-def format_refs(refs: Iterable[int]) -> str:
-    """``[3, 4, 5, 9]`` → ``#3-5,9``."""
-    numbers = sorted(set(refs))
-    if not numbers:
-        return ""
-    parts: list[str] = []
-    start = prev = numbers[0]
-    for n in numbers[1:]:
-        if n == prev + 1:
-            prev = n
-            continue
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-        start = prev = n
-    parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return "#" + ",".join(parts)
-
-
-@dataclass(slots=True)
-class _Line:
-    text: str
-    refs: list[int]
-    order: int
-    prefix: str = ""
-    clauses: list[str] = field(default_factory=list)
-    clause_tokens: list[int] = field(default_factory=list)
-    prefix_tokens: int = 0
-    shown: list[int] | None = None  # indexes of clauses shown; None: all
-    words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
-    misses: int = 0  # fits in a row that left the whole line out
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """A fact taken apart for the memory block: speaker, clauses and their words."""
-
-    prefix: str
-    clauses: list[str]
-    clause_tokens: list[int]
-    words: list[list[tuple[str, float]]]
-    tokens: int | None = None  # of the whole fact text, when prepared ahead
-
-
-_MAX_PREPARED = 4096
-
-
-def _vocabulary(line: _Line) -> set[str]:
-    """The informative words of a fact, each once (what the rarity counts)."""
-    return {word for clause in line.words for word, _ in clause}
-
-
-def _split(text: str) -> tuple[str, list[str]]:
-    """Prefix and clauses of a fact; clauses that say nothing are left out (a fact
-    of nothing but those has no clauses and is never shown)."""
-    match = _CALL.match(text) or _PREFIX.match(text)
-    prefix = match.group(0) if match else ""
-    body = text[len(prefix) :]
-    clauses = [c.strip() for c in body.split("; ") if c.strip()]
-    if not clauses and body.strip():
-        clauses = [body.strip()]
-    clauses = collapse_alike([c for c in clauses if not content_free(c)])
-    if not clauses and prefix and _CALL.match(prefix):
-        return "", [prefix[: -len(" → ")]]  # a call that returned nothing: the call itself
-    return prefix, clauses
-
-
-def _mergeable(previous: _Line, line: _Line, run: int) -> bool:
-    """Neighbouring shown facts share a line when they share a speaker or a tool call,
-    or come from the same turn (their sources overlap)."""
-    if run >= _MERGE_MOST:
-        return False
-    if previous.prefix and previous.prefix == line.prefix:
-        return True
-    return bool(set(previous.refs) & set(line.refs))
 
 
 class MemoryBlock:
@@ -127,15 +50,15 @@ class MemoryBlock:
     def __init__(self, counter: TextCounter, *, recall_tool: str | None = None) -> None:
         self._count = counter
         self._recall_tool = recall_tool
-        self._lines: dict[int, _Line] = {}  # by order of arrival
+        self._lines: dict[int, Line] = {}  # by order of arrival
         self._next = 0
         self._retired = 0
-        self._by_key: dict[str, _Line] = {}
-        self._shown: list[_Line] | None = None  # None: all lines shown
+        self._by_key: dict[str, Line] = {}
+        self._shown: list[Line] | None = None  # None: all lines shown
         self._message: HumanMessage | None = None
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
-        self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
+        self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
         self._heap_cache: list[tuple[float, int, int]] = []
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
@@ -156,7 +79,7 @@ class MemoryBlock:
         """Facts the view does not show at all."""
         return self.facts - len(self._visible())
 
-    def _visible(self) -> list[_Line]:
+    def _visible(self) -> list[Line]:
         if self._shown is not None:
             return self._shown
         return [line for line in self._lines.values() if line.clauses]
@@ -172,7 +95,7 @@ class MemoryBlock:
                 self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
             parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
-            line = _Line(
+            line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
                 order=self._next,
@@ -182,7 +105,7 @@ class MemoryBlock:
                 words=parsed.words,
             )
             self._next += 1
-            for word in _vocabulary(line):
+            for word in vocabulary(line):
                 self._df[word] = self._df.get(word, 0) + 1
             self._lines[line.order] = line
             self._by_key[fact_key] = line
@@ -203,11 +126,11 @@ class MemoryBlock:
             self._focus = terms
             self._focus_version += 1
 
-    def _retire(self, line: _Line) -> None:
+    def _retire(self, line: Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
         self._by_key.pop(key(line.text), None)
-        for word in _vocabulary(line):
+        for word in vocabulary(line):
             left = self._df.get(word, 0) - 1
             if left > 0:
                 self._df[word] = left
@@ -215,9 +138,9 @@ class MemoryBlock:
                 self._df.pop(word, None)
         self._retired += 1
 
-    def _parse(self, text: str) -> _Parsed:
-        prefix, clauses = _split(text)
-        return _Parsed(
+    def _parse(self, text: str) -> Parsed:
+        prefix, clauses = split_fact(text)
+        return Parsed(
             prefix=prefix,
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
@@ -254,40 +177,13 @@ class MemoryBlock:
         for line in self._lines.values():
             line.shown = None
 
-    def _measure(self, line: _Line) -> None:
+    def _measure(self, line: Line) -> None:
         if line.prefix_tokens:
             return
         refs = format_refs(line.refs)
         line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
         if len(line.clause_tokens) != len(line.clauses):
             line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
-
-    def _body(self, line: _Line) -> str:
-        picked = line.clauses if line.shown is None else [line.clauses[i] for i in line.shown]
-        return "; ".join(picked)
-
-    def _render(self, lines: Sequence[_Line]) -> list[str]:
-        """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
-        rendered: list[str] = []
-        run: list[_Line] = []
-
-        def flush() -> None:
-            if not run:
-                return
-            refs = format_refs(ref for line in run for ref in line.refs)
-            if all(line.prefix == run[0].prefix for line in run):
-                text = run[0].prefix + "; ".join(self._body(line) for line in run)
-            else:
-                text = "; ".join(line.prefix + self._body(line) for line in run)
-            rendered.append(f"{refs} {text}" if refs else text)
-            run.clear()
-
-        for line in lines:
-            if run and not _mergeable(run[-1], line, len(run)):
-                flush()
-            run.append(line)
-        flush()
-        return rendered
 
     def _header(self, hidden: int, trimmed: int) -> str:
         text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
@@ -348,7 +244,7 @@ class MemoryBlock:
     def _apply(self, picked: dict[int, list[int]]) -> None:
         """Show the chosen clauses (no retiring: the choice may be made again)."""
         self._message = None
-        shown: list[_Line] = []
+        shown: list[Line] = []
         for line in self._lines.values():
             indexes = picked.get(line.order)
             if indexes is None:
@@ -432,7 +328,7 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = self._visible()
-            rendered = self._render(shown)
+            rendered = render(shown)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
             header = self._header(self.facts - len(shown), trimmed)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .._relevance import collapse_alike
+
 DEF = re.compile(
     r"^\s*(?:async\s+)?(?:def|class|function|func|fn|interface|struct|enum|type|trait|impl)"
     r"\s+[\w$<>]+[^{:]*|^\s*(?:export\s+)?(?:const|let|var)\s+\w+\s*=\s*(?:async\s*)?\(|"
@@ -50,28 +52,8 @@ def _definition(line: str) -> str | None:
     return _compact(note.group(0), 100) if note else None
 
 
-def _collapse_alike(items: list[str]) -> list[str]:
-    """Runs of items that differ only in their numbers: the first, the last, how many."""
-    out: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if len(run) >= 3:
-            out.extend([run[0], f"… {len(run) - 2} alike …", run[-1]])
-        else:
-            out.extend(run)
-        run.clear()
-
-    for item in items:
-        if run and re.sub(r"\d+", "#", item) != re.sub(r"\d+", "#", run[-1]):
-            flush()
-        run.append(item)
-    flush()
-    return out
-
-
 def _capped(items: list[str], most: int) -> list[str]:
-    items = _collapse_alike(items)
+    items = collapse_alike(items)
     if len(items) <= most:
         return items
     return [*items[: most - 4], f"…+{len(items) - most + 1} more", *items[-3:]]
