@@ -1,10 +1,11 @@
 """What a fact's words are worth in the memory block: information, rarity, relevance.
 
 A clause is worth its informative words (numbers, names and identifiers most,
-words of reaction little), each weighed by how few facts of the thread use it, and
-more when the work in progress names it (the task, the latest human turn, the
-recent turns: identifiers and paths most). A clause that says nothing (``100%
-agree``, ``ok ok ok``) is worth nothing and is never shown.
+words of reaction little), each weighed by how few facts of the thread use it.
+What the rest of the view shows (the task, the latest human turn, the recent
+turns) is the focus: its words add little in a fact, and a caller may also favour
+clauses that name them (identifiers and paths most). A clause that says nothing
+(``100% agree``, ``ok ok ok``) is worth nothing and is never shown.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _REACTION = frozenset(
     """agree agreed true right same exactly absolutely indeed yep yup lol haha wow cute
     omg congrats congratulations cheers bye welcome sorry please done""".split()
 )
-# The most a focus word adds to a word's weight: identifiers, names, other words.
+# How strongly a focus word ties a clause to the work: identifiers, names, other words.
 FOCUS_ID, FOCUS_NAME, FOCUS_WORD = 1.5, 0.6, 0.3
 _FOCUS_CHARS = 24_000
 

@@ -4,9 +4,9 @@ Each line names the archive numbers of the messages it came from (``#12`` or
 ``#12-14``), so the model can ask the recall tool for an original. Repeated facts
 share one line, and neighbouring facts of one speaker, tool call or turn share one
 line with their prefix written once. When the facts outgrow their share of the
-budget, the block shows the ones that carry the most per token for the work in
-progress (:mod:`._relevance`) and says how many more the archive holds; nothing
-is deleted. The choice is made only when the owner fits the block (at a
+budget, the block shows the ones that add the most per token to the rest of the
+view (:mod:`._relevance`) and says how many more the archive holds; nothing is
+deleted. The choice is made only when the owner fits the block (at a
 distillation), so between distillations the block stays as it was.
 """
 
@@ -31,24 +31,32 @@ _MAX_PREPARED = 4096
 
 # A word the view already shows still counts this much: facts are asked about as wholes.
 _REPEAT_WEIGHT = 0.6
-# A fact left out by this many fits in a row is no longer considered (it stays archived).
+# Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
+# considered (they stay archived): bounded memory, while a fact the work needs again
+# later can come back until then.
+_HOLD = 512
 _RETIRE_AFTER = 3
-# A clause naming what the work is about gains this much per focus weight, at most:
-_FOCUS_SCALE = 0.1
-_FOCUS_MOST = 0.5
-_REFILLS = 3  # re-choices that spend room a merged rendering left over
+# A word the rest of the view shows already counts this much in a fact (it adds little).
+_SEEN_WEIGHT = 0.6
+# The focus weight (identifiers 1.5, names 0.6, words 0.3) at which a clause's relevance
+# boost is full.
+_FOCUS_FULL = 3.0
+_REFILLS = 4  # re-choices that bring a rendering to its cap
 
 
 class MemoryBlock:
     """The facts of one thread and the message that shows them.
 
-    Only facts that may still be shown are held here; a fact left out by several
-    fits in a row is retired (it stays in the archive), so a thread of any length
-    costs bounded memory.
+    Only facts that may still be shown are held here: past a bound, a fact left out
+    by several fits in a row is retired (it stays in the archive), so a thread of
+    any length costs bounded memory.
     """
 
-    def __init__(self, counter: TextCounter, *, recall_tool: str | None = None) -> None:
+    def __init__(
+        self, counter: TextCounter, *, recall_tool: str | None = None, relevance: float = 0.0
+    ) -> None:
         self._count = counter
+        self.relevance = relevance  # how much more a clause naming the focus is worth, at most
         self._recall_tool = recall_tool
         self._lines: dict[int, Line] = {}  # by order of arrival
         self._next = 0
@@ -112,11 +120,14 @@ class MemoryBlock:
         self._invalidate()
 
     def focus(self, texts: Iterable[str] | str | None) -> None:
-        """What the work in progress is about (the task, the latest human turn, the
-        recent turns); the next :meth:`fit` favours facts that name the same things.
+        """What the rest of the view shows (the task, the latest human turn, the recent
+        turns). At the next :meth:`fit` a word it shows counts for less in a fact (it
+        adds little beside it), and with ``relevance`` above 0 a clause that names what
+        it names counts for more (measured on this project's benchmarks, that boost lost
+        retention, so it is off by default).
 
-        Called when a distillation changes the view anyway, so the block does not
-        change between distillations.
+        The owner calls it when a distillation changes the view anyway: the block does
+        not change between distillations.
         """
         if texts is None:
             terms: dict[str, float] = {}
@@ -197,9 +208,9 @@ class MemoryBlock:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
 
         Clauses are chosen greedily by the information they add per token: rare,
-        specific words weigh most, words the work in progress names (:meth:`focus`)
-        more, and a word already shown counts for less the second time. Merged lines
-        cost less than the choice assumed, so the room they leave is chosen again.
+        specific words weigh most, a word the rest of the view shows (:meth:`focus`)
+        or the block shows already counts for less. Merged lines cost less than the
+        choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
         self._message = None
@@ -216,30 +227,44 @@ class MemoryBlock:
         if total + overhead <= cap:
             self._shown = None
             return
-        room = cap - overhead
-        best: dict[int, list[int]] | None = None
-        for _ in range(_REFILLS + 1):
+        chosen = self._search(cap, cap - overhead)
+        self._apply(chosen)
+        for line in lines:
+            line.misses = 0 if line.order in chosen else line.misses + 1
+        excess = len(self._lines) - _HOLD
+        for line in lines:
+            if excess <= 0:
+                break
+            if line.misses >= _RETIRE_AFTER:
+                self._retire(line)
+                excess -= 1
+
+    def _search(self, cap: int, room: int) -> dict[int, list[int]]:
+        """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
+        is off by merged lines (cheaper) and token boundaries (dearer), so the room
+        is moved towards the cap between the largest that fit and the least that did not."""
+        best: dict[int, list[int]] = {}
+        best_used = -1
+        fits: int | None = None
+        over: int | None = None
+        for _ in range(_REFILLS + 2):
             picked = self._choose(room)
             self._apply(picked)
             used = self.tokens
             if used <= cap:
-                best = picked
-                if cap - used < 8 or room >= cap:
-                    break
-                room += cap - used
+                if used > best_used:
+                    best, best_used = picked, used
+                fits = room
+                step = room + (cap - used)
             else:
-                room -= used - cap
-                if best is not None or room <= 0:
-                    break
-        chosen = best if best is not None else {}
-        self._apply(chosen)
-        for line in lines:
-            if line.order in chosen:
-                line.misses = 0
-                continue
-            line.misses += 1
-            if line.misses >= _RETIRE_AFTER:
-                self._retire(line)
+                over = room
+                step = room - (used - cap) - 2
+            if fits is not None and over is not None:
+                step = (fits + over) // 2
+            if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
+                break
+            room = step
+        return best
 
     def _apply(self, picked: dict[int, list[int]]) -> None:
         """Show the chosen clauses (no retiring: the choice may be made again)."""
@@ -268,15 +293,15 @@ class MemoryBlock:
             recency = 1.0 + 0.25 * line.order / n
             half_prefix = line.prefix_tokens / 2
             for index, base in enumerate(line.words):
-                # A clause that names what the work is about is worth more; the words the
-                # rest of the view shows already are worth less in it.
+                # Words the rest of the view shows are worth less in a fact; with
+                # ``relevance``, a clause that names them is worth more.
                 shared = sum(focus.get(word, 0.0) for word, _ in base)
-                boost = recency * (1.0 + min(_FOCUS_MOST, _FOCUS_SCALE * shared))
+                boost = recency * (1.0 + self.relevance * min(1.0, shared / _FOCUS_FULL))
                 words = {
                     word: w
                     * weight_of.get(word, 1.0)
                     * boost
-                    * (_REPEAT_WEIGHT if word in focus else 1.0)
+                    * (_SEEN_WEIGHT if word in focus else 1.0)
                     for word, w in base
                 }
                 weights[(line.order, index)] = words

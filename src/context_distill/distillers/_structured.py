@@ -281,12 +281,12 @@ def summarize_output(text: str, skip_values: frozenset[str] = frozenset()) -> st
     text = unwrap(text)
     if not text.strip():
         return ""
-    if len(text) <= _SHORT_CHARS and text.count("\n") < 3:
-        # Short output is cheap word for word; telegraph would strip code's punctuation.
-        return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     shaped = _shaped(text) if text.count("\n", 0, 100_000) >= 1 else None
     if shaped:
         return shaped
+    if len(text) <= _SHORT_CHARS and text.count("\n") < 3:
+        # Short output is cheap word for word; telegraph would strip code's punctuation.
+        return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     if text.count("\n", 0, 100_000) >= 2:
         signal = _signal_lines(text)
         if signal:
