@@ -162,13 +162,20 @@ def read_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 def load_swe_agent(
     paths: Iterable[str | Path] = (SWE_AGENT_PATH,), cut_at: float = CUT_AT, early: float = EARLY
 ) -> list[Replay]:
-    """Each run cut at ``cut_at``, as a tool-calling session with its gold identifiers.
+    """Each run of the files, cut at ``cut_at``, as a tool-calling session with its gold."""
+    return load_swe_agent_runs(read_runs(paths), cut_at, early)
+
+
+def load_swe_agent_runs(
+    runs: Iterable[dict[str, Any]], cut_at: float = CUT_AT, early: float = EARLY
+) -> list[Replay]:
+    """Runs cut at ``cut_at``, as tool-calling sessions with their gold identifiers.
 
     Every run is returned (those without gold identifiers too: they still count
     for compression and prefix reuse); ``meta["repo"]`` names its repository.
     """
     replays = []
-    for run in read_runs(paths):
+    for run in runs:
         raw = run["messages"]
         cut = cut_index(raw, cut_at)
         if cut is None or cut < 4:
