@@ -17,7 +17,7 @@ on the first ``--model-limit`` sessions of each set only (SmolLM2 on a CPU is sl
 
     python -m bench.trajectories [--swe PATH ...] [--tau PATH] [--datasets swe,tau]
         [--budgets 0.1,0.25,0.5] [--systems full,truncation,...] [--limit N]
-        [--model-limit 2] [--counter chars4] [--json PATH]
+        [--model-limit 2] [--counter chars4] [--json PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -233,6 +233,48 @@ def report(cells: Sequence[Cell], systems: Sequence[StepSystem], budgets: Sequen
     return "\n".join(out)
 
 
+def plot(cells: Sequence[Cell], systems: Sequence[StepSystem], path: Path) -> Path:
+    """Score against compression, one panel per set, one line per system across budgets;
+    each point labelled with its prefix reuse."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [
+        g
+        for g in dict.fromkeys(c.group for c in cells)
+        if any(c.sessions for c in cells if c.group == g)
+    ]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
+    labels = {s.name: s.label for s in systems}
+    for ax, group in zip(axes[0], groups, strict=True):
+        for index, name in enumerate(dict.fromkeys(c.system for c in cells)):
+            mine = sorted(
+                (c for c in cells if c.group == group and c.system == name and c.sessions),
+                key=lambda c: c.compression,
+            )
+            if not mine:
+                continue
+            xs, ys = [c.compression for c in mine], [c.score for c in mine]
+            ax.plot(xs, ys, marker="os^vD<>pPX"[index % 10], label=labels.get(name, name))
+            for point in {
+                (round(c.compression, 2), round(c.score, 3), f"{c.reuse:.0%}") for c in mine
+            }:
+                ax.annotate(point[2], point[:2], fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("compression (history / view tokens)")
+        ax.set_ylabel("gold items kept")
+        ax.set_title(group, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("What the next steps need, kept at 10/25/50% budgets (labels: prefix reuse)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--swe", nargs="+", default=[str(SWE_AGENT_PATH)])
@@ -245,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> list[Cell]:
     parser.add_argument("--counter", default="chars4", help="chars4 or a tiktoken encoding")
     parser.add_argument("--all-runs", action="store_true", help="runs without gold items too")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None, help="write a PNG of score against compression")
     parser.add_argument("--proto-memory-share", type=float, default=0.3)
     parser.add_argument("--proto-target-share", type=float, default=0.6)
     parser.add_argument("--proto-memory-yields", action="store_true")
@@ -273,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> list[Cell]:
     print(report(cells, systems, budgets))
     if args.json:
         Path(args.json).write_text(json.dumps([c.as_dict() for c in cells], indent=1) + "\n")
+    if args.plot:
+        plot(cells, systems, Path(args.plot))
     return cells
 
 
