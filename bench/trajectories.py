@@ -79,6 +79,7 @@ class Cell:
     notes: Counter[str] = field(default_factory=Counter)
     where: Counter[str] = field(default_factory=Counter)  # distill: where each gold item is
     memory_shares: list[float] = field(default_factory=list)
+    memory_tokens: list[int] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -125,7 +126,8 @@ class Cell:
             else:
                 self.where["not in any fact"] += 1
         tokens = session.tokens_of(trace.view) - session.pinned_tokens
-        self.memory_shares.append(session.tokens_of(memory) / tokens if tokens > 0 else 0.0)
+        self.memory_tokens.append(session.tokens_of(memory))
+        self.memory_shares.append(self.memory_tokens[-1] / tokens if tokens > 0 else 0.0)
 
     def cell_text(self) -> str:
         return f"{self.score:.3f} · {self.compression:.1f}x · {self.reuse:.0%}"
@@ -226,9 +228,11 @@ def report(cells: Sequence[Cell], systems: Sequence[StepSystem], budgets: Sequen
                 shares = sorted(cell.memory_shares)
                 median = shares[len(shares) // 2] if shares else 0.0
                 where = ", ".join(f"{k} {v}" for k, v in cell.where.most_common())
+                starved = sum(tokens < 200 for tokens in cell.memory_tokens)
                 out.append(
                     f"\n{cell.system} at {cell.fraction:.0%}: gold items {where}; memory block "
-                    f"median {median:.0%} of the view; notes {dict(cell.notes)}"
+                    f"median {median:.0%} of the view, under 200 tokens in {starved} of "
+                    f"{len(cell.memory_tokens)} final views; notes {dict(cell.notes)}"
                 )
     return "\n".join(out)
 
