@@ -6,7 +6,12 @@ so nobody summarizes and the figure is pure bookkeeping. context-distill counts
 exactly (o200k_base); the LangChain figures are given with their default approximate
 counter and with an exact per-message counter, measured in the same run.
 
+Then what re-processing a history the store already holds costs: a new engine on
+the same SQLite file (a cold process) given the whole history, the same engine given
+it again (warm), and warm with one new message, beside the first processing.
+
     python -m bench.overhead [--turns 200] [--sizes 100 1000 5000]
+                             [--reprocess-sizes 100 1000 5000 20000]
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import (
@@ -78,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--reprocess-sizes", type=int, nargs="+", default=[100, 1000, 5000, 20000])
     args = parser.parse_args(argv)
 
     from langchain.agents.middleware import SummarizationMiddleware
@@ -91,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         (
             "context-distill (exact o200k)",
             lambda: _engine_step(ContextDistiller(SQLiteMemoryStore(), budget_tokens=budget)),
+        ),
+        (
+            "context-distill (SQLite file)",
+            lambda: _engine_step(
+                ContextDistiller(SQLiteMemoryStore(_scratch_db("turns")), budget_tokens=budget)
+            ),
         ),
         (
             "SummarizationMiddleware (approx.)",
@@ -129,6 +143,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'system':<36}{header}   messages")
     for name, figures in rows:
         print(f"{name:<36}" + "".join(f"{f * 1000:>12.3f}" for f in figures))
+    reprocess(args.reprocess_sizes)
+
+
+def _scratch_db(name: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="cd-overhead-"))
+    return folder / f"{name}.db"
+
+
+def reprocess(sizes: Sequence[int], budget: int = 8_000) -> None:
+    """A history the store holds, processed again: cold (new engine), warm, warm + 1."""
+    print(f"\nre-processing a history the store holds (ms; budget {budget:,}, SQLite file)")
+    print(f"{'messages':>10}{'first':>12}{'cold':>12}{'warm':>12}{'warm + 1':>12}")
+    for size in sizes:
+        history = agent_history(size + 1)
+        db = _scratch_db(f"reprocess-{size}")
+        first_engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=budget)
+        started = time.perf_counter()
+        first_engine.update("t", history[:size])
+        first = time.perf_counter() - started
+        first_engine.store.close()
+        engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=budget)
+        started = time.perf_counter()
+        cold_view = engine.update("t", history[:size]).view
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        warm_view = engine.update("t", history[:size]).view
+        warm = time.perf_counter() - started
+        started = time.perf_counter()
+        engine.update("t", history[: size + 1])
+        plus_one = time.perf_counter() - started
+        assert cold_view == warm_view
+        engine.store.close()
+        print(f"{size:>10,}" + "".join(f"{f * 1000:>12.3f}" for f in (first, cold, warm, plus_one)))
 
 
 def _engine_step(engine: ContextDistiller) -> Callable[[list[BaseMessage]], Any]:

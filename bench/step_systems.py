@@ -19,6 +19,8 @@ messages, so a message edited anywhere breaks the prefix there).
 - ``summarization``: LangChain's ``SummarizationMiddleware.before_model`` with the
   local SmolLM2 (bench/local_chat.py), trigger at the budget;
 - ``distill``: context-distill through ``ContextDistiller.update``;
+- ``distill_focus``: the same with each memory fit told what the rest of the view shows
+  (``MemoryBlock.focus``; the engine does not pass it yet);
 - ``distill_reduced``: the same with its knobs set as a rough proxy of a tiered view
   (tool results over a 16th of the budget shortened on arrival, a 16th kept verbatim).
 
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,6 +311,34 @@ class Summarization(StepSystem):
         trace.notes.update(SummarizationMW.model_notes(s.model))
 
 
+@contextmanager
+def focused_fits() -> Iterator[None]:
+    """The engine's memory fits told what the rest of the view shows (bench only).
+
+    What the engine would do if it passed ``MemoryBlock.focus`` at each fit; it does
+    not yet, because a restarted process could not repeat the choice (the focus is
+    not stored with the memory's room).
+    """
+    from context_distill import commit, engine, policy
+    from context_distill._relevance import focus_of
+
+    original = policy.fit_memory
+
+    def fit_memory(budget: Any, ledger: Any, memory: Any) -> None:
+        if len(memory):
+            memory.focus(focus_of(ledger.view(None)))
+        original(budget, ledger, memory)
+
+    modules = (policy, commit, engine)
+    for module in modules:
+        module.fit_memory = fit_memory  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.fit_memory = original  # type: ignore[attr-defined]
+
+
 @dataclass
 class _EngineState:
     engine: Any
@@ -322,10 +353,12 @@ class Distill(StepSystem):
         name: str = "distill",
         label: str = "context-distill",
         shares: dict[str, float] | None = None,
+        focused: bool = False,
         **options: Any,
     ) -> None:
         self.name, self.label = name, label
         self.shares = shares or {}  # engine options given as shares of the budget
+        self.focused = focused
         self.options = options
 
     def start(self, session: Session, budget: int) -> Any:
@@ -347,6 +380,12 @@ class Distill(StepSystem):
         s: _EngineState = state
         s.update = s.engine.update("session", session.messages[:end])
         return list(s.update.view)
+
+    def run(self, session: Session, fraction: float) -> Trace:
+        if not self.focused:
+            return super().run(session, fraction)
+        with focused_fits():
+            return super().run(session, fraction)
 
     def finish(self, state: Any, trace: Trace) -> None:
         s: _EngineState = state
@@ -372,6 +411,7 @@ def make_systems() -> dict[str, StepSystem]:
         Masking(fit=True),
         Summarization(),
         Distill(),
+        Distill("distill_focus", "context-distill, memory told what the view shows", focused=True),
         # What the engine's knobs can show of a tiered view: every tool result past a
         # 16th of the budget shortened on arrival, a 16th kept verbatim (not the
         # tiered reduction itself: the newest results are shortened too).
@@ -384,4 +424,4 @@ def make_systems() -> dict[str, StepSystem]:
     return {s.name: s for s in systems}
 
 
-MODEL_FREE = ("full", "truncation", "masking", "masking_fit", "distill")
+MODEL_FREE = ("full", "truncation", "masking", "masking_fit", "distill", "distill_focus")

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+bash scripts/ensure_chromium.sh
 exec .venv/bin/python -m pytest -q "$@"

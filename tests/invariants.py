@@ -706,6 +706,7 @@ def crash_writer(
         os.fsync(fd)
 
     sessions = crash_sessions(engine, seed, threads)
+    acked: dict[str, int] = {s.thread_id: 0 for s in sessions}  # messages acknowledged as seen
     gone: dict[str, set[str]] = {s.thread_id: set() for s in sessions}
     shortened: dict[str, set[str]] = {s.thread_id: set() for s in sessions}
     for turn in range(turns):
@@ -719,7 +720,18 @@ def crash_writer(
             ]
             done.update(left)
             short.update(reduced)
-            ack({"thread": s.thread_id, "turn": s.turn, "left": left, "reduced": reduced})
+            # Every message this call saw is archived by the time it returned.
+            seen = [m.id for m in s.history[acked[s.thread_id] :] if mark_of(m) is None]
+            acked[s.thread_id] = len(s.history)
+            ack(
+                {
+                    "thread": s.thread_id,
+                    "turn": s.turn,
+                    "left": left,
+                    "reduced": reduced,
+                    "seen": seen,
+                }
+            )
         if turn % 2 == 0:
             records = direct_records(seed, turn)
             store.archive(f"crash-{seed}-direct", records)
@@ -780,6 +792,10 @@ def check_after_crash(
                     report.problems.append(
                         f"acknowledged distillation of {mid!r} ({tid}) lost: {states.get(mid)}"
                     )
+            for mid in entry.get("seen", []):
+                report.writes_checked += 1
+                if mid not in states:
+                    report.problems.append(f"message {mid!r} ({tid}) seen by a call, not archived")
             for mid in entry.get("reduced", []) + entry.get("archived", []):
                 report.writes_checked += 1
                 if mid not in states:

@@ -48,6 +48,7 @@ class Line:
     shown: list[int] | None = None  # indexes of clauses shown; None: all
     words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
     misses: int = 0  # fits in a row that left the whole line out
+    fact_ids: list[int] = field(default_factory=list)  # the stored facts this line shows
 
 
 @dataclass(frozen=True, slots=True)

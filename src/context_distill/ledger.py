@@ -9,7 +9,7 @@ group, so a turn costs time in proportion to its new messages.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -101,31 +101,43 @@ class Ledger:
         position: int,
         tokens_of: TokenCache,
         *,
-        skip: frozenset[str] | set[str] = frozenset(),
-        counted: frozenset[str] = frozenset(),
+        message_id: str | None = None,
+        tokens: int | None = None,
+        skip: Container[str] = frozenset(),
+        counted: Container[str] = frozenset(),
         reducer: Reducer | None = None,
         reduce_over: int | None = None,
-    ) -> None:
-        """Take one new message in; raise InvalidMessageError (naming it) if it cannot be."""
-        validate(message, position)
+        checked: bool = False,
+    ) -> str:
+        """Take one new message in; raise InvalidMessageError (naming it) if it cannot be.
+
+        ``message_id`` and ``tokens`` are the caller's when it knows them already, and
+        ``checked`` says the caller validated the message.
+        Returns what became of it: ``"memory"`` (our own memory block, ignored),
+        ``"skipped"`` (distilled before), ``"reduced"`` (shown shortened; the original
+        is queued in ``to_archive``) or ``"added"``.
+        """
+        if not checked:
+            validate(message, position)
         mark = marker(message)
         if mark == MEMORY_MARK:
-            return
-        message_id = message.id or derived_id(message, position)
+            return "memory"
+        if message_id is None:
+            message_id = message.id or derived_id(message, position)
         if message_id in skip:
-            return
+            return "skipped"
         if message_id in self.live_ids or message_id in self.pinned_ids:
             raise InvalidMessageError(
                 f"{describe(message, position)}: id {message_id!r} is already in this thread"
             )
-        known = None
-        tokens = tokens_of.message_tokens(message, message_id, known)
+        if tokens is None:
+            tokens = tokens_of.message_tokens(message, message_id, None)
         if message_id not in counted:  # else its tokens are in the distilled total already
             self.messages_seen += 1
             self.tokens_seen += tokens
         if not self.task_seen:
             self._pin_before_task(message, message_id, tokens, position)
-            return
+            return "added"
         if isinstance(message, ToolMessage):
             group = self.groups[-1] if self.groups else None
             call_id = message.tool_call_id
@@ -141,6 +153,7 @@ class Ledger:
             group.pending.discard(call_id)
             group.answered.add(call_id)
             shown: BaseMessage = message
+            outcome = "added"
             if (
                 reducer is not None
                 and reduce_over is not None
@@ -152,9 +165,10 @@ class Ledger:
                     self.to_archive.append((message_id, message, tokens))
                     shown = smaller
                     tokens = tokens_of.message_tokens(smaller, message_id + "#reduced", None)
+                    outcome = "reduced"
             group.add(shown, message_id, tokens)
             self._live_append(shown, message_id, tokens)
-            return
+            return outcome
         if self.groups and self.groups[-1].pending:
             last = self.groups[-1]
             missing = ", ".join(repr(call) for call in sorted(last.pending))
@@ -174,6 +188,7 @@ class Ledger:
         group.add(message, message_id, tokens)
         self.groups.append(group)
         self._live_append(message, message_id, tokens)
+        return "added"
 
     def _pin_before_task(
         self, message: BaseMessage, message_id: str, tokens: int, position: int

@@ -12,13 +12,12 @@ distillation), so between distillations the block stays as it was.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from langchain_core.messages import HumanMessage
 
+from ._memory_choice import Weights, choose, clause_weights
 from ._memory_lines import Line, Parsed, format_refs, render, split_fact, vocabulary
 from ._relevance import base_words, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
@@ -29,18 +28,11 @@ MEMORY_ID = "context-distill-memory"
 __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
 _MAX_PREPARED = 4096
 
-# A word the view already shows still counts this much: facts are asked about as wholes.
-_REPEAT_WEIGHT = 0.6
 # Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
 # considered (they stay archived): bounded memory, while a fact the work needs again
 # later can come back until then.
 _HOLD = 512
 _RETIRE_AFTER = 3
-# A word the rest of the view shows already counts this much in a fact (it adds little).
-_SEEN_WEIGHT = 0.6
-# The focus weight (identifiers 1.5, names 0.6, words 0.3) at which a clause's relevance
-# boost is full.
-_FOCUS_FULL = 3.0
 _REFILLS = 4  # re-choices that bring a rendering to its cap
 
 
@@ -67,13 +59,25 @@ class MemoryBlock:
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
         self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
-        self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
+        self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
+        self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
+
+    @property
+    def recall_tool(self) -> str | None:
+        """The recall tool the header names, as of the next rendering."""
+        return self._recall_tool
+
+    @recall_tool.setter
+    def recall_tool(self, name: str | None) -> None:
+        if name != self._recall_tool:
+            self._recall_tool = name
+            self._message = None
 
     def __len__(self) -> int:
         return len(self._lines) + self._retired
@@ -92,17 +96,56 @@ class MemoryBlock:
             return self._shown
         return [line for line in self._lines.values() if line.clauses]
 
-    def add(self, facts: Sequence[StoredFact]) -> None:
-        """Take in newly stored facts; a repeated fact joins the line it repeats."""
+    def restore(self, facts: Sequence[StoredFact]) -> None:
+        """Take in a thread's stored facts as its distillations added them, letting go
+        of each fact where the block let it go before: the same lines as then."""
+        by_distillation: dict[int, list[StoredFact]] = {}
+        for fact in facts:
+            by_distillation.setdefault(fact.distillation_id, []).append(fact)
+        let_go: dict[int, set[int]] = {}
+        for fact in facts:
+            if fact.retired_at is not None:
+                let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
+        doomed = frozenset(i for ids in let_go.values() for i in ids)
+        for distillation in sorted(by_distillation):
+            self.add(by_distillation[distillation], doomed=doomed)
+            gone = let_go.get(distillation)
+            if gone:
+                for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
+                    self._retire(line)
+        self._newly_retired.clear()
+        self._invalidate()
+
+    @property
+    def retired_pending(self) -> bool:
+        return bool(self._newly_retired)
+
+    def take_retired(self) -> list[int]:
+        """Fact ids the block let go since the last call (for the store to remember)."""
+        retired, self._newly_retired = self._newly_retired, []
+        return retired
+
+    def add(self, facts: Sequence[StoredFact], *, doomed: frozenset[int] = frozenset()) -> None:
+        """Take in newly stored facts; a repeated fact joins the line it repeats.
+
+        A line opened by a fact in ``doomed`` is let go before anyone looks at it
+        (a restore): it keeps its place and its key but is not taken apart.
+        """
         for fact in facts:
             fact_key = key(fact.text)
             line = self._by_key.get(fact_key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
+                line.fact_ids.append(fact.fact_id)
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
-            parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
+            ready = self._parsed.pop(fact.text, None)
+            parsed: Parsed
+            if fact.fact_id in doomed:
+                parsed = Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
+            else:
+                parsed = ready or self._parse(fact.text)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -111,6 +154,7 @@ class MemoryBlock:
                 clauses=parsed.clauses,
                 clause_tokens=list(parsed.clause_tokens),
                 words=parsed.words,
+                fact_ids=[fact.fact_id],
             )
             self._next += 1
             for word in vocabulary(line):
@@ -141,6 +185,7 @@ class MemoryBlock:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
         self._by_key.pop(key(line.text), None)
+        self._newly_retired.extend(line.fact_ids)
         for word in vocabulary(line):
             left = self._df.get(word, 0) - 1
             if left > 0:
@@ -214,6 +259,16 @@ class MemoryBlock:
         """
         self.cap = cap
         self._message = None
+        # Lines the last fits kept leaving out go now (past the bound), before choosing,
+        # so that what a fit shows depends only on the lines held while it chose (see
+        # restore()).
+        excess = len(self._lines) - _HOLD
+        for line in list(self._lines.values()):
+            if excess <= 0:
+                break
+            if line.misses >= _RETIRE_AFTER:
+                self._retire(line)
+                excess -= 1
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
@@ -231,13 +286,6 @@ class MemoryBlock:
         self._apply(chosen)
         for line in lines:
             line.misses = 0 if line.order in chosen else line.misses + 1
-        excess = len(self._lines) - _HOLD
-        for line in lines:
-            if excess <= 0:
-                break
-            if line.misses >= _RETIRE_AFTER:
-                self._retire(line)
-                excess -= 1
 
     def _search(self, cap: int, room: int) -> dict[int, list[int]]:
         """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
@@ -279,73 +327,23 @@ class MemoryBlock:
             shown.append(line)
         self._shown = shown
 
-    def _weights(self) -> tuple[dict[tuple[int, int], dict[str, float]], list[Any]]:
+    def _weights(self) -> tuple[Weights, list[tuple[float, int, int]]]:
         """Each clause's weighted words and the opening heap; kept until facts change."""
         version = (self._next, self._retired, self._focus_version)
-        if self._weights_for == version:
-            return self._weights_cache, self._heap_cache
-        weight_of = rarity(self._df, len(self._lines))
-        focus = self._focus
-        n = max(self._next, 1)
-        weights: dict[tuple[int, int], dict[str, float]] = {}
-        heap: list[tuple[float, int, int]] = []
-        for line in self._lines.values():
-            recency = 1.0 + 0.25 * line.order / n
-            half_prefix = line.prefix_tokens / 2
-            for index, base in enumerate(line.words):
-                # Words the rest of the view shows are worth less in a fact; with
-                # ``relevance``, a clause that names them is worth more.
-                shared = sum(focus.get(word, 0.0) for word, _ in base)
-                boost = recency * (1.0 + self.relevance * min(1.0, shared / _FOCUS_FULL))
-                words = {
-                    word: w
-                    * weight_of.get(word, 1.0)
-                    * boost
-                    * (_SEEN_WEIGHT if word in focus else 1.0)
-                    for word, w in base
-                }
-                weights[(line.order, index)] = words
-                gain = sum(words.values())
-                if gain > 0:
-                    heap.append(
-                        (-gain / (line.clause_tokens[index] + half_prefix), line.order, index)
-                    )
-        heapq.heapify(heap)
-        self._weights_cache, self._heap_cache = weights, heap
-        self._weights_for = version
-        return weights, heap
+        if self._weights_for != version:
+            self._weights_cache, self._heap_cache = clause_weights(
+                self._lines.values(),
+                rarity(self._df, len(self._lines)),
+                self._focus,
+                self._next,
+                self.relevance,
+            )
+            self._weights_for = version
+        return self._weights_cache, self._heap_cache
 
     def _choose(self, room: int) -> dict[int, list[int]]:
-        """Lazy greedy selection of clauses: most new information per token first."""
-        covered: set[str] = set()
         weights, opening = self._weights()
-        heap = list(opening)
-        smallest = min(
-            (min(line.clause_tokens) for line in self._lines.values() if line.clause_tokens),
-            default=room,
-        )
-        picked: dict[int, list[int]] = {}
-        used = 0
-        while heap and room - used >= smallest:
-            _, order, index = heapq.heappop(heap)
-            line = self._lines[order]
-            cost = line.clause_tokens[index] + (0 if order in picked else line.prefix_tokens)
-            if used + cost > room:
-                continue  # the room only shrinks: it will not fit later either
-            words = weights[(order, index)]
-            gain = sum(
-                w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
-            )
-            if gain <= 0:
-                continue
-            ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
-            if heap and ratio < -heap[0][0]:
-                heapq.heappush(heap, (-ratio, order, index))
-                continue
-            used += cost
-            picked.setdefault(order, []).append(index)
-            covered.update(words)
-        return picked
+        return choose(self._lines, weights, opening, room)
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""

@@ -57,7 +57,9 @@ class ModelInputError(AssertionError):
 
 def tool_call(name: str, /, _id: str | None = None, **args: Any) -> ToolCall:
     """A tool call for a script step, with a fresh unique id unless one is given."""
-    return ToolCall(name=name, args=args, id=_id or f"call_{uuid.uuid4().hex[:16]}")
+    return ToolCall(
+        name=name, args=args, id=_id or f"call_{uuid.uuid4().hex[:16]}", type="tool_call"
+    )
 
 
 def _as_message(step: Step) -> AIMessage:
@@ -74,6 +76,7 @@ def _as_message(step: Step) -> AIMessage:
                 name=call["name"],
                 args=dict(call.get("args") or {}),
                 id=call.get("id") or f"call_{uuid.uuid4().hex[:16]}",
+                type="tool_call",
             )
         )
     return AIMessage(content="", tool_calls=calls)

@@ -88,7 +88,8 @@ class SQLiteReader:
                     (thread_id,),
                 ).fetchall()
                 fact_rows = conn.execute(
-                    "SELECT id, text, source_ids, refs, tokens, distillation_id FROM facts "
+                    "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                    "FROM facts "
                     "WHERE thread_id = ? ORDER BY id",
                     (thread_id,),
                 ).fetchall()
@@ -288,7 +289,8 @@ class SQLiteReader:
     def facts(self, thread_id: str) -> list[StoredFact]:
         check_thread_id(thread_id)
         rows = self._rows(
-            "SELECT id, text, source_ids, refs, tokens, distillation_id FROM facts "
+            "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
+                    "FROM facts "
             "WHERE thread_id = ? ORDER BY id",
             (thread_id,),
         )
@@ -303,4 +305,5 @@ def _stored_fact(row: Sequence[Any]) -> StoredFact:
         refs=tuple(json.loads(row[3])),
         tokens=int(row[4]),
         distillation_id=int(row[5]),
+        retired_at=None if row[6] is None else int(row[6]),
     )

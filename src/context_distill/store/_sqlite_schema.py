@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -97,10 +97,19 @@ def _v3(db: sqlite_utils.Database) -> None:
         )
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """``facts.retired_at``: the distillation after which the memory block stopped
+    holding a fact, so that a restart rebuilds the same memory."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(facts)").fetchall()}
+    if "retired_at" not in columns:
+        db.execute("ALTER TABLE facts ADD COLUMN retired_at INTEGER")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 )
 
 

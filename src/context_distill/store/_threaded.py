@@ -55,8 +55,17 @@ class ThreadedAsync:
             state=state,
         )
 
-    async def aset_memory_cap(self: SyncMemoryStore, thread_id: str, cap: int | None) -> None:
-        await asyncio.to_thread(self.set_memory_cap, thread_id, cap)
+    async def aset_memory_cap(
+        self: SyncMemoryStore,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None:
+        await asyncio.to_thread(
+            self.set_memory_cap, thread_id, cap, retired=retired, retired_at=retired_at
+        )
 
     async def arecord_failure(self: SyncMemoryStore, thread_id: str, log: DistillationLog) -> int:
         return await asyncio.to_thread(self.record_failure, thread_id, log)

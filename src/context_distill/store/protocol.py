@@ -60,8 +60,16 @@ class SyncMemoryStore(Protocol):
         view, log written: in one transaction."""
         ...
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember the memory block's room, so a restart shows the same view."""
+    def set_memory_cap(
+        self,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None:
+        """Remember the memory block's room, and the facts (by id) it stopped holding
+        after distillation ``retired_at``, so a restart shows the same view."""
         ...
 
     def record_failure(self, thread_id: str, log: DistillationLog) -> int:
@@ -142,7 +150,14 @@ class MemoryStore(SyncMemoryStore, Protocol):
         state: str = DISTILLED,
     ) -> Committed: ...
 
-    async def aset_memory_cap(self, thread_id: str, cap: int | None) -> None: ...
+    async def aset_memory_cap(
+        self,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None: ...
 
     async def arecord_failure(self, thread_id: str, log: DistillationLog) -> int: ...
 

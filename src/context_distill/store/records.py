@@ -52,6 +52,7 @@ class StoredFact:
     refs: tuple[int, ...]
     tokens: int
     distillation_id: int
+    retired_at: int | None = None  # distillation after which the memory block let it go
 
 
 @dataclass(slots=True)

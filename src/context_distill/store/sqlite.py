@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -67,16 +67,7 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._known_last = {}
         try:
             if read_only:
-                if not Path(self.path).is_file():
-                    raise StoreError(f"no archive at {self.path!r}")
-                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(
-                    uri,
-                    uri=True,
-                    timeout=busy_timeout_s,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
+                conn = self._connect_read_only(busy_timeout_s)
             else:
                 conn = sqlite3.connect(
                     self.path,
@@ -351,14 +342,30 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._known_last.pop(thread_id, None)
         return committed
 
-    def set_memory_cap(self, thread_id: str, cap: int | None) -> None:
-        """Remember how much room the memory block had, so a restart shows the same view."""
+    def set_memory_cap(
+        self,
+        thread_id: str,
+        cap: int | None,
+        *,
+        retired: Sequence[int] = (),
+        retired_at: int = 0,
+    ) -> None:
+        """Remember the memory block's room and the facts it let go, so a restart
+        shows the same view."""
         check_thread_id(thread_id)
+        retired = list(retired)
 
         def body() -> None:
-            self._conn.execute(
-                "UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id)
-            )
+            conn = self._conn
+            conn.execute("UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id))
+            for start in range(0, len(retired), 500):
+                chunk = retired[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE facts SET retired_at = ? WHERE thread_id = ? "
+                    f"AND retired_at IS NULL AND id IN ({marks})",
+                    (retired_at, thread_id, *chunk),
+                )
 
         self._write(body)
 
@@ -400,3 +407,42 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
 
     def __repr__(self) -> str:
         return f"SQLiteMemoryStore({self.path!r})"
+
+    # -- reads for the inspector ----------------------------------------------
+
+    def _connect_read_only(self, busy_timeout_s: float) -> sqlite3.Connection:
+        """A connection that cannot write: ``mode=ro``, or ``immutable=1`` where even
+        that cannot read (a WAL archive in a folder this user may not write: no -shm
+        file can be made beside it)."""
+        if not Path(self.path).is_file():
+            raise StoreError(f"no archive at {self.path!r}")
+        base = Path(self.path).resolve().as_uri()
+        for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+            conn = sqlite3.connect(
+                base + flags,
+                uri=True,
+                timeout=busy_timeout_s,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                continue
+            if "immutable" in flags:
+                logger.info("%s read as immutable: no -shm file can be made beside it", self.path)
+            return conn
+        raise StoreError(f"cannot read the archive at {self.path!r}: permission denied")
+
+    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
+        """Every archived message of a thread in archive order, without its full text:
+        number, id, role, state, tokens, distillation, when archived, length, a preview."""
+        check_thread_id(thread_id)
+        keys = "ref message_id role state tokens distillation_id archived_at chars preview"
+        rows = self._rows(
+            "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
+            "length(text), substr(text, 1, ?) FROM messages WHERE thread_id = ? ORDER BY seq",
+            (preview, thread_id),
+        )
+        return [dict(zip(keys.split(), row, strict=True)) for row in rows]

@@ -1,0 +1,229 @@
+"""The policy: when to distill, how far, which groups, and how long to back off.
+
+Pure decisions over a ledger and a memory block: no store, no threads, no clock.
+The engine asks, then acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ._idset import IdSet
+from .dates import advance
+from .ledger import Ledger, LiveGroup
+from .memory import MemoryBlock
+from .types import Group, GroupFacts
+
+MAX_ROUNDS = 4  # distillation rounds in one turn before the view is returned anyway
+TARGET_SHARE = 0.6  # of the budget beside the pinned prompt, where distillation stops
+MAX_BACKOFF_TURNS = 32
+TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The token limits of a ``ContextDistiller``, checked once."""
+
+    budget_tokens: int
+    target_tokens: int
+    target_given: bool
+    keep_recent_tokens: int
+    max_tool_result_tokens: int
+    background_at_tokens: int
+
+    @classmethod
+    def of(
+        cls,
+        budget_tokens: int,
+        target_tokens: int | None,
+        keep_recent_tokens: int | None,
+        max_tool_result_tokens: int | None,
+        background_at: float,
+    ) -> Budget:
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int):
+            raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
+        if budget_tokens <= 0:
+            raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
+        target = int(budget_tokens * TARGET_SHARE) if target_tokens is None else target_tokens
+        if not 0 < target <= budget_tokens:
+            raise ValueError(
+                f"target_tokens must be between 1 and budget_tokens ({budget_tokens}), not {target}"
+            )
+        keep = budget_tokens // 8 if keep_recent_tokens is None else keep_recent_tokens
+        if not 0 <= keep <= budget_tokens:
+            raise ValueError(
+                f"keep_recent_tokens must be between 0 and budget_tokens ({budget_tokens}), "
+                f"not {keep}"
+            )
+        max_result = (
+            max(budget_tokens // 4, 64)
+            if max_tool_result_tokens is None
+            else max_tool_result_tokens
+        )
+        if max_result <= 0:
+            raise ValueError(f"max_tool_result_tokens must be positive, not {max_result}")
+        if not 0 < background_at <= 1:
+            raise ValueError(f"background_at must be a fraction of the budget, not {background_at}")
+        return cls(
+            budget_tokens=budget_tokens,
+            target_tokens=target,
+            target_given=target_tokens is not None,
+            keep_recent_tokens=keep,
+            max_tool_result_tokens=max_result,
+            background_at_tokens=max(int(budget_tokens * background_at), 1),
+        )
+
+    def target(self, pinned_tokens: int) -> int:
+        """Where a distillation stops: ``target_tokens`` if given, else the pinned
+        prompt plus a share of what the budget leaves beside it.
+
+        The system prompt and task cannot be distilled, so a share of the whole
+        budget would leave a long system prompt's thread almost no room for its
+        memory and recent turns.
+        """
+        if self.target_given:
+            return self.target_tokens
+        share = pinned_tokens + int(max(self.budget_tokens - pinned_tokens, 0) * TARGET_SHARE)
+        return max(self.target_tokens, min(share, self.budget_tokens))
+
+
+@dataclass(slots=True)
+class Job:
+    """A distillation decided on: which groups, and where the view stood."""
+
+    live: list[LiveGroup]
+    groups: list[Group]
+    tokens_before: int
+    anchor_after: datetime | None
+    round: int
+    done: list[LiveGroup] = field(default_factory=list)  # distilled before: drop, no facts
+
+
+def distill_need(
+    budget: Budget, ledger: Ledger, memory: MemoryBlock, round_: int, waiting: bool
+) -> int | None:
+    """Tokens to save now, or None when nothing should be distilled this round.
+
+    ``waiting``: a failure's back-off has not run out (a later round of a turn that
+    already distilled is not held back by it).
+    """
+    view = ledger.view_tokens(memory.tokens)
+    if view <= budget.budget_tokens and round_ == 0:
+        return None
+    target = budget.target(ledger.pinned_tokens)
+    if view <= target or round_ >= MAX_ROUNDS:
+        return None
+    if round_ == 0 and waiting:
+        return None
+    return view - target
+
+
+def select(
+    thread_id: str,
+    ledger: Ledger,
+    need: float,
+    ratio: float,
+    keep_recent_tokens: int,
+    anchor: datetime | None,
+    already: IdSet,
+    view: int,
+    round_: int,
+) -> Job | None:
+    """The oldest distillable groups expected to save ``need`` tokens, as requests.
+
+    ``already`` holds ids distilled before (a rewound history shows them again):
+    groups made only of those are dropped without asking the distiller.
+    """
+    candidates = ledger.candidates(keep_recent_tokens)
+    if not candidates:
+        return None
+    chosen: list[LiveGroup] = []
+    saved = 0.0
+    for group in candidates:
+        chosen.append(group)
+        saved += group.tokens * (1.0 - ratio)
+        if saved >= need:
+            break
+    picked = {id(group) for group in chosen}
+    done = [g for g in chosen if already and all(i in already for i in g.ids)]
+    picked.difference_update(id(group) for group in done)
+    requests: list[Group] = []
+    ordered: list[LiveGroup] = []
+    for group in list(ledger.stale) + list(ledger.groups):
+        if len(ordered) == len(picked):
+            break
+        if id(group) in picked:
+            ordered.append(group)
+            requests.append(
+                Group(
+                    thread_id=thread_id,
+                    messages=tuple(group.messages),
+                    message_ids=tuple(group.ids),
+                    tokens=group.tokens,
+                    anchor=anchor,
+                    target_tokens=max(1, int(group.tokens * TARGET_RATIO)),
+                )
+            )
+        anchor = advance(anchor, group.messages)
+    return Job(ordered, requests, view, anchor, round_, done)
+
+
+def trim_to_ready(budget: Budget, job: Job, found: list[GroupFacts | None], ratio: float) -> None:
+    """Distill only the groups made ahead, if they bring the view within the budget.
+
+    The crossing turn then commits facts that are ready instead of waiting for a
+    model; the rest is made in the background for the next crossing.
+    """
+    ready = 0
+    while ready < len(found) and found[ready] is not None:
+        ready += 1
+    if ready == 0:
+        return
+    saving = sum(group.tokens for group in job.live[:ready]) * (1.0 - ratio)
+    if job.tokens_before - saving > budget.budget_tokens:
+        return
+    if ready < len(job.groups):
+        job.anchor_after = job.groups[ready].anchor
+    del job.live[ready:]
+    del job.groups[ready:]
+    del found[ready:]
+
+
+def fit_memory(budget: Budget, ledger: Ledger, memory: MemoryBlock) -> None:
+    """Give the memory block what the target leaves over, if it needs more than that."""
+    if not len(memory):
+        return
+    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
+    room = max(budget.target(ledger.pinned_tokens) - others, 0)
+    cap = room
+    for _ in range(4):
+        memory.fit(cap)
+        excess = memory.tokens - room
+        if excess <= 0 or cap <= 0:
+            break
+        cap = max(cap - excess, 0)
+
+
+def backoff(failures_in_row: int) -> int:
+    """Turns to wait before retrying after ``failures_in_row`` failures (1, 2, 4 … 32)."""
+    return int(min(2 ** max(failures_in_row - 1, 0), MAX_BACKOFF_TURNS))
+
+
+def learned_ratio(ratio: float, fact_tokens: int, source_tokens: int) -> float:
+    """Facts per source token, as a moving average over distillations."""
+    return 0.7 * ratio + 0.3 * min(1.0, fact_tokens / max(source_tokens, 1))
+
+
+def over_budget_reason(
+    budget: Budget, ledger: Ledger, view_tokens: int, failing: str | None
+) -> str | None:
+    """Why the view exceeds the budget, or None when it does not."""
+    if view_tokens <= budget.budget_tokens:
+        return None
+    if failing is not None:
+        return f"distillation failing: {failing}"
+    floor = ledger.pinned_tokens + ledger.head_tokens()
+    if floor + (ledger.groups[-1].tokens if ledger.groups else 0) > budget.budget_tokens:
+        return "pinned context and the latest turn alone exceed the budget"
+    return "the newest turns kept word for word exceed the budget"
