@@ -145,7 +145,7 @@ class MemoryBlock:
             if fact.fact_id in doomed:
                 parsed = Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
             else:
-                parsed = ready or self._parse(fact.text)
+                parsed = ready if ready is not None else self._parse(fact.text)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),

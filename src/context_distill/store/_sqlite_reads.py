@@ -242,6 +242,18 @@ class SQLiteReader:
         ranked.sort(key=lambda item: item[0])
         return [hit for _, hit in ranked[:limit]]
 
+    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
+        """Every archived message of a thread in archive order, without its full text:
+        number, id, role, state, tokens, distillation, when archived, length, a preview."""
+        check_thread_id(thread_id)
+        keys = "ref message_id role state tokens distillation_id archived_at chars preview"
+        rows = self._rows(
+            "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
+            "length(text), substr(text, 1, ?) FROM messages WHERE thread_id = ? ORDER BY seq",
+            (preview, thread_id),
+        )
+        return [dict(zip(keys.split(), row, strict=True)) for row in rows]
+
     def threads(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT thread_id FROM threads ORDER BY created_at")]
 
@@ -290,7 +302,7 @@ class SQLiteReader:
         check_thread_id(thread_id)
         rows = self._rows(
             "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
-                    "FROM facts "
+            "FROM facts "
             "WHERE thread_id = ? ORDER BY id",
             (thread_id,),
         )
