@@ -391,6 +391,24 @@ class MemoryBlock:
         """Tokens of the memory message as the model sees it (0 without facts)."""
         return 0 if self.message() is None else self._tokens
 
+    def held(self) -> list[tuple[str, str]]:
+        """Each fact line held, oldest first, with how the block shows it now:
+        ``"whole"``, ``"part"`` (some clauses left out for room) or ``"none"``."""
+        visible = {line.order for line in self._visible()}
+        out = []
+        for line in self._lines.values():
+            label = f"{format_refs(line.refs)} {line.text}".strip()
+            if line.order not in visible:
+                out.append((label, "none"))
+            else:
+                out.append((label, "whole" if line.shown is None else "part"))
+        return out
+
+    @property
+    def retired(self) -> int:
+        """Facts the block let go (still archived and searchable)."""
+        return self._retired
+
     def lines(self) -> list[str]:
         """Every fact line held (shown or not; retired ones excepted), oldest first."""
         return [f"{format_refs(line.refs)} {line.text}".strip() for line in self._lines.values()]

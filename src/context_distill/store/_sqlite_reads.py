@@ -247,12 +247,19 @@ class SQLiteReader:
         number, id, role, state, tokens, distillation, when archived, length, a preview."""
         check_thread_id(thread_id)
         keys = "ref message_id role state tokens distillation_id archived_at chars preview"
+        # Bytes, not text: SQLite's text functions stop at a NUL character.
         rows = self._rows(
             "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
-            "length(text), substr(text, 1, ?) FROM messages WHERE thread_id = ? ORDER BY seq",
-            (preview, thread_id),
+            "length(CAST(text AS BLOB)), substr(CAST(text AS BLOB), 1, ?) FROM messages "
+            "WHERE thread_id = ? ORDER BY seq",
+            (4 * preview, thread_id),
         )
-        return [dict(zip(keys.split(), row, strict=True)) for row in rows]
+        out = []
+        for row in rows:
+            entry = dict(zip(keys.split(), row, strict=True))
+            entry["preview"] = bytes(entry["preview"]).decode("utf-8", "ignore")[:preview]
+            out.append(entry)
+        return out
 
     def threads(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT thread_id FROM threads ORDER BY created_at")]

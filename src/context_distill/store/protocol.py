@@ -114,7 +114,8 @@ class SyncMemoryStore(Protocol):
 
     def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
         """Every archived message of a thread in archive order, without its full text:
-        ``ref message_id role state tokens distillation_id archived_at chars preview``."""
+        ``ref message_id role state tokens distillation_id archived_at chars preview``
+        (``chars`` is the text's stored length: a size, not an exact character count)."""
         ...
 
     def threads(self) -> list[str]:
