@@ -361,12 +361,6 @@ def test_thread_handed_between_processes_distills_each_message_once(target: Any)
     assert not check_db(db)
 
 
-@pytest.mark.xfail(
-    reason="engine: a rebuilt memory block starts every line's misses at 0, so it lets "
-    "lines go later than the block of a process that served every turn (with retirement "
-    "off the views match); ThreadState.reset also drops the recall tool before the fit",
-    strict=False,
-)
 def test_engines_taking_turns_on_a_thread_show_what_one_engine_shows(
     new_archive: NewArchive,
 ) -> None:

@@ -94,12 +94,6 @@ def _serve(dsn: str, inbox: int, outbox: int) -> None:
     os._exit(code)
 
 
-@pytest.mark.xfail(
-    reason="engine: a rebuilt memory block starts every line's misses at 0, so it lets "
-    "lines go later than the block of a process that served every turn (with retirement "
-    "off the views match); ThreadState.reset also drops the recall tool before the fit",
-    strict=False,
-)
 def test_two_servers_taking_turns_show_the_model_what_one_server_shows(
     databases: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

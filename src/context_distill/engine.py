@@ -224,7 +224,7 @@ class ContextDistiller:
         with self._threads_lock:
             thread = self._threads.get(thread_id)
             if thread is None:
-                thread = ThreadState.new(thread_id, self._count)
+                thread = ThreadState.new(thread_id, self._count, self.recall_tool)
                 self._threads[thread_id] = thread
                 while len(self._threads) > _MAX_THREADS_CACHED:
                     oldest = next(iter(self._threads))
