@@ -111,6 +111,20 @@ def test_every_message_round_trips_exactly(target: Any) -> None:
         assert [m for _, m in again.get_messages("t", ids=[m.id for m in MESSAGES])] == MESSAGES
 
 
+def test_message_index_lists_every_message_without_its_text(target: Any) -> None:
+    with opened(target) as store:
+        store.archive("t", [record(m) for m in MESSAGES])
+        index = store.message_index("t", preview=6)
+        assert [row["ref"] for row in index] == list(range(1, len(MESSAGES) + 1))
+        assert [row["message_id"] for row in index] == [m.id for m in MESSAGES]
+        assert [row["role"] for row in index] == [m.type for m in MESSAGES]
+        assert {row["state"] for row in index} == {"archived"}
+        assert index[0]["preview"] == "You ar" and index[0]["chars"] == len("You are terse.")
+        assert index[5]["preview"] == "é ü 中文"
+        assert index[4]["preview"] == "nul\x00in"
+        assert store.message_index("nobody") == []
+
+
 def test_thread_ids_with_nul_and_tricky_characters(target: Any) -> None:
     ids = ["a\x00b", "a", "a\x01", "a\x01\x02", "'; DROP TABLE threads; --", "a%", "A", "a "]
     with opened(target) as store:

@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,7 +26,7 @@ from .inspector.data import thread_summaries
 from .messages import text_of
 from .sessions import read_session, to_openai
 from .snippets import Snippet, render, snippets
-from .store import SearchHit, SQLiteMemoryStore
+from .store import MemoryStore, SearchHit, open_store
 
 _OPTIONS = {
     "budget_tokens": "--budget",
@@ -44,11 +45,12 @@ def _json(out: TextIO, value: Any) -> None:
     _emit(out, json.dumps(value, ensure_ascii=False))
 
 
-def open_for_reading(path: str) -> SQLiteMemoryStore:
-    """An archive opened read-only; a missing file is an error, never a new archive."""
+def open_for_reading(path: str) -> MemoryStore:
+    """An archive opened read-only (an SQLite file or a ``postgresql://`` URL); a
+    missing file is an error, never a new archive."""
     if path == ":memory:":
         raise StoreError("an in-memory archive holds nothing to read; give the file")
-    return SQLiteMemoryStore(path, read_only=True)
+    return open_store(path, read_only=True)
 
 
 def _option_error(args: argparse.Namespace, message: str) -> str:
@@ -66,7 +68,7 @@ def _option_error(args: argparse.Namespace, message: str) -> str:
     return named
 
 
-def _engine(args: argparse.Namespace, store: SQLiteMemoryStore) -> ContextDistiller:
+def _engine(args: argparse.Namespace, store: MemoryStore) -> ContextDistiller:
     try:
         return ContextDistiller(
             store,
@@ -101,7 +103,7 @@ def _one_line(text: str, width: int) -> str:
 
 def replay_command(args: argparse.Namespace, out: TextIO) -> int:
     messages = read_session(args.session)
-    with SQLiteMemoryStore(args.db) as store:
+    with closing(open_store(args.db)) as store:
         engine = _engine(args, store)
         view, stats, seconds = replay(engine, args.thread, messages)
         archive = store.stats(args.thread)
@@ -148,7 +150,7 @@ def replay_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def threads_command(args: argparse.Namespace, out: TextIO) -> int:
-    with open_for_reading(args.db) as store:
+    with closing(open_for_reading(args.db)) as store:
         rows = thread_summaries(store)
     if args.json:
         _json(out, rows)
@@ -203,7 +205,7 @@ def _hit_json(
     return row
 
 
-def _source_refs(store: SQLiteMemoryStore, hits: list[SearchHit]) -> dict[tuple[str, str], int]:
+def _source_refs(store: MemoryStore, hits: list[SearchHit]) -> dict[tuple[str, str], int]:
     """Archive numbers of the messages facts came from (by thread and message id)."""
     refs: dict[tuple[str, str], int] = {}
     for thread in {h.thread_id for h in hits if h.kind == "fact"}:
@@ -213,7 +215,7 @@ def _source_refs(store: SQLiteMemoryStore, hits: list[SearchHit]) -> dict[tuple[
 
 
 def search_command(args: argparse.Namespace, out: TextIO) -> int:
-    with open_for_reading(args.db) as store:
+    with closing(open_for_reading(args.db)) as store:
         hits = store.search(args.query, thread_id=args.thread, limit=args.limit)
         refs = _source_refs(store, hits)
     if args.json:
@@ -247,7 +249,7 @@ def search_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def stats_command(args: argparse.Namespace, out: TextIO) -> int:
-    with open_for_reading(args.db) as store:
+    with closing(open_for_reading(args.db)) as store:
         stats = store.stats(args.thread)
     if args.json:
         _json(out, stats)
@@ -257,7 +259,7 @@ def stats_command(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def pick_thread(store: SQLiteMemoryStore, wanted: str | None, db: str) -> str:
+def pick_thread(store: MemoryStore, wanted: str | None, db: str) -> str:
     """The thread a command is about: the one named, or the archive's only one."""
     threads = store.threads()
     if wanted is not None:
@@ -276,7 +278,7 @@ def pick_thread(store: SQLiteMemoryStore, wanted: str | None, db: str) -> str:
 
 
 def show_command(args: argparse.Namespace, out: TextIO) -> int:
-    with open_for_reading(args.db) as store:
+    with closing(open_for_reading(args.db)) as store:
         thread = pick_thread(store, args.thread, args.db)
         stats = store.stats(thread)
         log = store.distillations(thread)

@@ -25,7 +25,7 @@ from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError
 from .intake import Intake
 from .ledger import TokenCache
-from .messages import coerce_messages, derived_id, marker
+from .messages import MessagesInput, coerce_messages, derived_id, marker
 from .policy import Budget, Job, distill_need, fit_memory, over_budget_reason, select
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
@@ -129,15 +129,15 @@ class ContextDistiller:
 
     # -- public API -------------------------------------------------------------
 
-    def process(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    def process(self, thread_id: str, messages: MessagesInput) -> list[BaseMessage]:
         """The view of ``messages`` the model should see (distilling first if over budget)."""
         return self.update(thread_id, messages).view
 
-    async def aprocess(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    async def aprocess(self, thread_id: str, messages: MessagesInput) -> list[BaseMessage]:
         """Async twin of :meth:`process`."""
         return (await self.aupdate(thread_id, messages)).view
 
-    def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+    def update(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
         messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
@@ -151,7 +151,7 @@ class ContextDistiller:
                 distilled = distilled or committed
             return self._end(thread, version, distilled)
 
-    async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+    async def aupdate(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Async twin of :meth:`update`: the same steps, with store I/O and bookkeeping in
         worker threads and the distiller awaited, so the event loop never waits."""
         messages = _check_messages(coerce_messages(messages))

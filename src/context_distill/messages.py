@@ -1,8 +1,8 @@
 """What the library needs to know about a single LangChain message.
 
-Validation with errors that name the message, stable ids for messages that have
-none, a content digest for caches, plain text for search and distillers, and an
-exact JSON form for the archive.
+Validation with errors that name the message, stable ids, a content digest, its
+text (whole for search, its words for distillers, plain as a provider reads it),
+who said it, and an exact JSON form for the archive.
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any, overload
+from typing import Any, Union, overload
 
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
+    MessageLikeRepresentation,
     ToolMessage,
     convert_to_messages,
     message_to_dict,
     messages_from_dict,
 )
+from langchain_core.prompt_values import PromptValue
 
 from .errors import InvalidMessageError
-from .tokens import block_text
 
 #: Key in ``additional_kwargs`` that marks messages this library wrote.
 MARKER_KEY = "context_distill"
@@ -32,6 +33,10 @@ MEMORY_MARK = "memory"
 REDUCED_MARK = "reduced"
 
 ROLES = ("system", "human", "ai", "tool")
+_ROLE_LABELS = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
+_CHAT_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+# Blocks that hold no words said to the reader: calls, and a model's hidden reasoning.
+_UNSAID_BLOCKS = ("tool_use", "tool_call", "reasoning", "thinking")
 UNARCHIVABLE_KEY = "context_distill_unarchivable_repr"
 
 logger = logging.getLogger(__name__)
@@ -196,6 +201,58 @@ def text_of(message: BaseMessage) -> str:
     return text
 
 
+def block_text(block: Any) -> str | None:
+    """The text a content block carries, or None for media blocks."""
+    if isinstance(block, str):
+        return block
+    if isinstance(block, dict):
+        kind = block.get("type")
+        if kind in ("text", "text-plain", "reasoning", "thinking") or (
+            kind is None and "text" in block
+        ):
+            value = block.get("text", block.get("reasoning", block.get("thinking", "")))
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if kind in ("json", "tool_use", "tool_result", "tool_call"):
+            return json.dumps(block, ensure_ascii=False, sort_keys=True, default=str)
+    return None
+
+
+def prose_of(message: BaseMessage) -> str:
+    """The text a message says in words: text blocks, media named, tool calls and
+    reasoning left out (what a distiller condenses)."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") in (None, "text"):
+            value = block_text(block)
+            if value:
+                parts.append(value)
+        elif isinstance(block, dict) and block.get("type") not in _UNSAID_BLOCKS:
+            parts.append(f"[{block.get('type', 'media')}]")
+    return "\n".join(parts)
+
+
+def plain_text(message: BaseMessage) -> str:
+    """Text blocks joined as they stand (LangChain's ``message.text``): how a provider
+    reads a message, and a model's answer, which may split a sentence over blocks."""
+    return str(message.text)
+
+
+def role_label(message: BaseMessage) -> str:
+    """Who said it, as facts and prompts name them: the sender's name, else the role."""
+    name = getattr(message, "name", None)
+    return name if isinstance(name, str) and name else _ROLE_LABELS.get(message.type, message.type)
+
+
+def chat_role(message: BaseMessage) -> str:
+    """The role chat templates and OpenAI-style APIs name: user, assistant, system, tool."""
+    return _CHAT_ROLES.get(message.type, message.type)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -317,6 +374,10 @@ class _Coerced(Sequence[BaseMessage]):
         if found is None:
             found = self._converted[index] = coerce_message(item, index)
         return found
+
+
+#: What the engine and the doors take as a history: what ``convert_to_messages`` reads.
+MessagesInput = Union[Sequence[MessageLikeRepresentation], PromptValue]  # noqa: UP007
 
 
 def coerce_messages(messages: Any) -> Sequence[BaseMessage]:

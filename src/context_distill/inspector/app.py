@@ -39,7 +39,7 @@ class _Api:
         self.title = title
 
     def _thread(self, request: Request) -> str:
-        thread = request.query_params.get("thread", "")
+        thread: str = request.query_params.get("thread", "")
         if thread not in self.store.threads():
             raise LookupError(f"no thread {thread!r} in this archive")
         return thread

@@ -167,29 +167,19 @@ def memory_now(store: ReadableStore, thread: str) -> dict[str, Any]:
     """
     snapshot = store.load_thread(thread)
     block = MemoryBlock(resolve_counter("o200k_base"))
-    block.add(store.facts(thread))
+    block.restore(snapshot.facts)
     block.fit(snapshot.memory_cap)
     message = block.message()
     text = message.text if message is not None else ""
-    shown = set(text.splitlines()[1:])
-    by_label: dict[str, list[str]] = {}
-    for line in shown:
-        by_label.setdefault(line.split(" ", 1)[0], []).append(line)
-    whole, part, left = [], [], []
-    for line in block.lines():
-        if line in shown:
-            whole.append(line)
-        elif any(_part_of(s, line) for s in by_label.get(line.split(" ", 1)[0], [])):
-            part.append(line)
-        else:
-            left.append(line)
+    held = block.held()
     return {
         "text": text,
         "tokens": block.tokens,
         "cap": snapshot.memory_cap,
-        "shown": whole,
-        "shown_in_part": part,
-        "left_out": left,
+        "shown": [label for label, how in held if how == "whole"],
+        "shown_in_part": [label for label, how in held if how == "part"],
+        "left_out": [label for label, how in held if how == "none"],
+        "let_go": block.retired,
     }
 
 

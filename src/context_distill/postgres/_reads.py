@@ -199,6 +199,26 @@ class PostgresReader:
         ranked.sort(key=lambda item: -item[0])
         return [hit for _, hit in ranked[:limit]]
 
+    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
+        """Every archived message of a thread in archive order, without its full text."""
+        check_thread_id(thread_id)
+        keys = "ref message_id role state tokens distillation_id archived_at chars preview"
+        rows = self._rows(
+            self._n.q(
+                "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
+                "length(text), substr(text, 1, %s) FROM {messages} WHERE thread_id = %s "
+                "ORDER BY seq"
+            ),
+            (2 * preview, enc(thread_id)),
+        )
+        out = []
+        for row in rows:
+            entry = dict(zip(keys.split(), row, strict=True))
+            entry["message_id"] = dec(entry["message_id"])
+            entry["preview"] = dec(entry["preview"])[:preview]
+            out.append(entry)
+        return out
+
     def threads(self) -> list[str]:
         """Every thread id, oldest first."""
         rows = self._rows(self._n.q("SELECT thread_id FROM {threads} ORDER BY position"))

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlite_utils
 
@@ -408,7 +408,7 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
     def __repr__(self) -> str:
         return f"SQLiteMemoryStore({self.path!r})"
 
-    # -- reads for the inspector ----------------------------------------------
+    # -- read-only opening --------------------------------------------------
 
     def _connect_read_only(self, busy_timeout_s: float) -> sqlite3.Connection:
         """A connection that cannot write: ``mode=ro``, or ``immutable=1`` where even
@@ -434,15 +434,3 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
                 logger.info("%s read as immutable: no -shm file can be made beside it", self.path)
             return conn
         raise StoreError(f"cannot read the archive at {self.path!r}: permission denied")
-
-    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
-        """Every archived message of a thread in archive order, without its full text:
-        number, id, role, state, tokens, distillation, when archived, length, a preview."""
-        check_thread_id(thread_id)
-        keys = "ref message_id role state tokens distillation_id archived_at chars preview"
-        rows = self._rows(
-            "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
-            "length(text), substr(text, 1, ?) FROM messages WHERE thread_id = ? ORDER BY seq",
-            (preview, thread_id),
-        )
-        return [dict(zip(keys.split(), row, strict=True)) for row in rows]
