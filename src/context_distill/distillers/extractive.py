@@ -17,8 +17,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 
 from ..dates import message_date, resolve_relative
-from ..messages import MARKER_KEY, REDUCED_MARK
-from ..tokens import TextCounter, block_text
+from ..messages import MARKER_KEY, REDUCED_MARK, prose_of
+from ..tokens import TextCounter
 from ..types import Fact, Group, GroupFacts
 from ._structured import summarize_output
 from ._telegraph import split_speaker, telegraph
@@ -26,29 +26,6 @@ from .base import Distiller
 
 _ROLE_LABEL = {"human": "User", "ai": "AI", "system": "System", "tool": "Tool"}
 _MAX_ARG_CHARS = 160
-
-
-def prose_of(message: BaseMessage) -> str:
-    """The text a message says in words (text blocks only; tool calls apart)."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") in (None, "text"):
-            value = block_text(block)
-            if value:
-                parts.append(value)
-        elif isinstance(block, dict) and block.get("type") not in (
-            "tool_use",
-            "tool_call",
-            "reasoning",
-            "thinking",
-        ):
-            parts.append(f"[{block.get('type', 'media')}]")
-    return "\n".join(parts)
 
 
 def _arg(value: Any) -> str:
