@@ -7,17 +7,15 @@ from datetime import datetime
 import pytest
 from langchain_core.messages import HumanMessage
 
+from context_distill.date_check import DateKey, dates_in, times_in
 from context_distill.dates import (
-    DateKey,
     advance,
-    dates_in,
     format_date,
     header_date,
     message_date,
     month_number,
     parse_date,
     resolve_relative,
-    times_in,
     written_date_spans,
 )
 

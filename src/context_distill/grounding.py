@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .dates import WEEKDAYS, DateKey, dates_in, month_number, resolve_relative_dates, times_in
+from .date_check import DateKey, dates_in, resolve_relative_dates, times_in
+from .dates import WEEKDAYS, month_number
 from .words import (
     COMMON_OPENERS,
     NUMBER_WORDS,
