@@ -15,7 +15,7 @@ from context_distill import ContextDistiller, SQLiteMemoryStore
 from context_distill.errors import InvalidMessageError
 from context_distill.history import DistillingChatMessageHistory
 from context_distill.langgraph import DistillNode
-from context_distill.messages import coerce_messages
+from context_distill.message_input import coerce_messages
 
 
 def _openai_history(turns: int) -> list[dict[str, Any]]:

@@ -22,10 +22,10 @@ from .commit import Committer, Outcome
 from .dates import advance
 from .distiller_call import DistillerRunner, isolated
 from .distillers import Distiller, resolve_distiller
-from .errors import InvalidMessageError
 from .intake import Intake
 from .ledger import TokenCache
-from .messages import MessagesInput, coerce_messages, derived_id, marker
+from .message_input import MessagesInput, coerce_messages
+from .messages import derived_id, marker
 from .policy import Budget, Job, distill_need, fit_memory, over_budget_reason, select
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
@@ -60,14 +60,6 @@ class ContextUpdate:
     changed: bool  # something was distilled or reduced this turn
     distilled: bool  # a distillation committed this turn
     stats: ContextStats
-
-
-def _check_messages(messages: object) -> Sequence[BaseMessage]:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise InvalidMessageError(
-            f"messages must be a list of LangChain messages, not {type(messages).__name__}"
-        )
-    return messages
 
 
 class ContextDistiller:
@@ -139,7 +131,7 @@ class ContextDistiller:
 
     def update(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
-        messages = _check_messages(coerce_messages(messages))
+        messages = coerce_messages(messages)
         thread = self._thread(thread_id)
         with thread.lock:
             version = thread.version
@@ -154,7 +146,7 @@ class ContextDistiller:
     async def aupdate(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Async twin of :meth:`update`: the same steps, with store I/O and bookkeeping in
         worker threads and the distiller awaited, so the event loop never waits."""
-        messages = _check_messages(coerce_messages(messages))
+        messages = coerce_messages(messages)
         thread = self._thread(thread_id)
         await thread.lock.aacquire()
         try:

@@ -20,7 +20,8 @@ from langchain_core.messages import BaseMessage
 
 from ._doors import Mode, build_engine, check_mode, quiet_runs
 from .engine import ContextDistiller, ContextUpdate
-from .messages import coerce_messages, derived_id
+from .message_input import coerce_messages
+from .messages import derived_id
 from .types import check_thread_id
 
 logger = logging.getLogger(__name__)
