@@ -18,7 +18,15 @@ from dataclasses import replace
 from langchain_core.messages import HumanMessage
 
 from ._memory_choice import Weights, choose, clause_weights
-from ._memory_lines import Line, Parsed, format_refs, render, split_fact, vocabulary
+from ._memory_lines import (
+    Line,
+    Parsed,
+    count_by_line,
+    format_refs,
+    render,
+    split_fact,
+    vocabulary,
+)
 from ._relevance import base_words, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
@@ -361,30 +369,12 @@ class MemoryBlock:
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
             if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
-                self._tokens = self._count_by_line([header, *rendered])
+                self._tokens, self._line_counts = count_by_line(
+                    [header, *rendered], self._count, self._line_counts
+                )
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
-
-    def _count_by_line(self, lines: list[str]) -> int:
-        """The message's tokens as a sum over its lines, most of them counted before.
-
-        Exact for counters whose pre-tokeniser never joins a newline to the text
-        after it (tiktoken's encodings), since no line starts with whitespace (nor
-        with "/", which o200k joins to a newline after punctuation: the caller
-        counts such a block whole).
-        """
-        previous, counts = self._line_counts, {}
-        pieces = [f"{line}\n" for line in lines[:-1]] + lines[-1:]
-        total = count_message(HumanMessage(content=""), self._count)
-        for piece in pieces:
-            tokens = previous.get(piece)
-            if tokens is None:
-                tokens = self._count(piece)
-            counts[piece] = tokens
-            total += tokens
-        self._line_counts = counts
-        return total
 
     @property
     def tokens(self) -> int:
