@@ -154,4 +154,4 @@ class TieredProto(StepSystem):
     def finish(self, state: Any, trace: Trace) -> None:
         s: _State = state
         trace.notes.update(crossings=s.crossings, facts=s.facts)
-        trace.extra["facts"] = [line for line in s.memory.lines()]
+        trace.extra["facts"] = [label for label, _ in s.memory.held()]

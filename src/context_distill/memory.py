@@ -225,15 +225,6 @@ class MemoryBlock:
                 parsed = self._parse(text)
                 self._parsed[text] = replace(parsed, tokens=self._count(text))
 
-    def clear(self) -> None:
-        self._lines.clear()
-        self._next = 0
-        self._retired = 0
-        self._by_key.clear()
-        self._df.clear()
-        self._weights_for = (-1, -1, -1)
-        self._invalidate()
-
     def _invalidate(self) -> None:
         """New facts: everything shows until the owner fits the block again."""
         self._message = None
@@ -398,7 +389,3 @@ class MemoryBlock:
     def retired(self) -> int:
         """Facts the block let go (still archived and searchable)."""
         return self._retired
-
-    def lines(self) -> list[str]:
-        """Every fact line held (shown or not; retired ones excepted), oldest first."""
-        return [f"{format_refs(line.refs)} {line.text}".strip() for line in self._lines.values()]
