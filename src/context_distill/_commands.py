@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from .demo import SERVING_MODELS, build_session, report, run_demo, tool_calls_in
+from .demo import SERVING_MODELS, build_session, progress_bar, report, run_demo, tool_calls_in
 from .engine import ContextDistiller, ContextStats
 from .errors import StoreError
 from .inspector.data import thread_summaries
@@ -355,17 +355,6 @@ def _program() -> str:
         return str(path) if path.parent != Path(".") else "context-distill"
 
 
-def _progress(out: TextIO, done: int, total: int, stats: ContextStats) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    bar = "#" * filled + "-" * (width - filled)
-    out.write(
-        f"\r[{bar}] {done}/{total} calls  view {stats.tokens_view:>6,} tokens  "
-        f"history {stats.tokens_in:>7,} "
-    )
-    out.flush()
-
-
 def demo_command(args: argparse.Namespace, out: TextIO) -> int:
     model = SERVING_MODELS[args.serving_model]
     tty = out.isatty() and not args.json
@@ -381,7 +370,7 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
     def progress(done: int, total: int, stats: ContextStats) -> None:
         calls.append(done)
         if tty:
-            _progress(out, done, total, stats)
+            progress_bar(out, done, total, stats)
         elif not args.json and len(calls) % 40 == 0:
             _emit(
                 out,

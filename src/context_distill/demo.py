@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage
 
@@ -216,3 +216,15 @@ def report(result: DemoResult) -> list[str]:
         )
         lines.append(f"    {result.recall_line}")
     return lines
+
+
+def progress_bar(out: TextIO, done: int, total: int, stats: ContextStats) -> None:
+    """A one-line progress bar for a terminal, redrawn in place."""
+    width = 30
+    filled = int(width * done / max(total, 1))
+    bar = "#" * filled + "-" * (width - filled)
+    out.write(
+        f"\r[{bar}] {done}/{total} calls  view {stats.tokens_view:>6,} tokens  "
+        f"history {stats.tokens_in:>7,} "
+    )
+    out.flush()
