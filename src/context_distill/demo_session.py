@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from ._demo_outputs import MODULES, NOUNS, VERBS, code_file, order_json, pytest_output
+
 SYSTEM_PROMPT = (
     "You are a careful software engineering agent. You work in the repository at "
     "/srv/shop. Use the tools to read code, search, call the staging API and run tests. "
@@ -28,19 +30,6 @@ TASK = (
 #: A detail of the first tool results that the demo recalls at the end, verbatim.
 EARLY_DETAIL = "discount_pct"
 
-_MODULES = (
-    "checkout pricing discounts orders payments inventory shipping customers tax receipts "
-    "refunds catalog"
-).split()
-_VERBS = (
-    "load apply compute validate build fetch store render normalize merge split round check "
-    "resolve emit"
-).split()
-_NOUNS = (
-    "order cart line_item discount coupon total tax_rate invoice payment shipment customer "
-    "price currency receipt refund"
-).split()
-
 
 @dataclass(frozen=True)
 class Step:
@@ -50,99 +39,6 @@ class Step:
     calls: list[tuple[str, dict[str, object], str, str]]  # name, args, result, status
 
 
-def _code_file(rng: random.Random, module: str, lines: int) -> str:
-    out = [
-        f'"""{module.capitalize()} logic for the shop service."""',
-        "",
-        "from decimal import Decimal",
-        f"from shop.models import {module.capitalize()}Record",
-        "",
-    ]
-    while len(out) < lines:
-        verb, noun = rng.choice(_VERBS), rng.choice(_NOUNS)
-        args = ", ".join(rng.sample(["order", "cart", "ctx", "amount", "code", "rate"], 2))
-        out.append(f"def {verb}_{noun}({args}):")
-        out.append(f'    """{verb.capitalize()} the {noun.replace("_", " ")}."""')
-        for _ in range(rng.randint(3, 8)):
-            target = rng.choice(_NOUNS)
-            op = rng.choice(
-                [
-                    "Decimal(amount)",
-                    f"ctx.get('{target}')",
-                    f"{target} * rate",
-                    f"round({target}, 2)",
-                    f"{args.split(', ')[0]}.{target}",
-                ]
-            )
-            out.append(f"    {target} = {op}")
-        if rng.random() < 0.15:
-            out.append("    # TODO: handle currencies without minor units")
-        out.append(f"    return {rng.choice(_NOUNS)}")
-        out.append("")
-    return "\n".join(out)
-
-
-def _pytest_output(rng: random.Random, failed: list[tuple[str, str]], passed: int) -> str:
-    lines = [
-        "============================= test session starts ==============================",
-        "platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0",
-        "rootdir: /srv/shop",
-        f"collected {passed + len(failed)} items",
-        "",
-    ]
-    files = sorted({name.split("::")[0] for name, _ in failed} | {"tests/test_orders.py"})
-    for file in files:
-        marks = "".join(rng.choice("....F") if failed else "." for _ in range(rng.randint(8, 20)))
-        lines.append(f"{file} {marks}")
-    lines.append("")
-    for name, error in failed:
-        lines += [
-            "=" * 30 + " FAILURES " + "=" * 30,
-            f"___ {name.split('::')[1]} ___",
-            "",
-            "    def test_case():",
-            ">       result = checkout(order)",
-            "",
-            f"E       {error}",
-            "",
-            f"{name.split('::')[0]}:42: {error.split(':')[0]}",
-        ]
-    lines.append("=========================== short test summary info ============================")
-    for name, error in failed:
-        lines.append(f"FAILED {name} - {error}")
-    summary = f"{len(failed)} failed, {passed} passed" if failed else f"{passed} passed"
-    lines.append(
-        f"======================== {summary} in {rng.uniform(1, 9):.2f}s ========================"
-    )
-    return "\n".join(lines)
-
-
-def _order_json(rng: random.Random, order_id: str, discount: bool) -> str:
-    items = [
-        {
-            "sku": f"SKU-{rng.randint(1000, 9999)}",
-            "qty": rng.randint(1, 4),
-            "unit_price": round(rng.uniform(3, 80), 2),
-        }
-        for _ in range(rng.randint(1, 4))
-    ]
-    body = {
-        "order_id": order_id,
-        "customer_id": f"cus_{rng.randint(10000, 99999)}",
-        "status": "failed" if discount else "paid",
-        "currency": "EUR",
-        "items": items,
-        "discount": {"code": "SPRING24", "discount_pct": None} if discount else None,
-        "total": round(sum(i["qty"] * i["unit_price"] for i in items), 2),  # type: ignore[operator]
-        "created_at": (
-            f"2026-11-{rng.randint(1, 20):02d}T{rng.randint(8, 20)}:{rng.randint(10, 59)}:00Z"
-        ),
-        "request_id": f"req_{rng.getrandbits(48):012x}",
-        "source": "staging-api v3",
-    }
-    return json.dumps(body, indent=2)
-
-
 def _steps(rng: random.Random) -> Iterator[Step]:
     yield Step(
         "Let me reproduce the failure first.",
@@ -150,7 +46,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
             (
                 "run_tests",
                 {"path": "tests/"},
-                _pytest_output(
+                pytest_output(
                     rng,
                     [
                         ("tests/test_checkout.py::test_discount_code", "KeyError: 'discount_pct'"),
@@ -171,19 +67,19 @@ def _steps(rng: random.Random) -> Iterator[Step]:
             (
                 "http_get",
                 {"url": "https://staging.shop.internal/api/orders/ord_7Q2X9"},
-                _order_json(rng, "ord_7Q2X9", True),
+                order_json(rng, "ord_7Q2X9", True),
                 "success",
             ),
             (
                 "read_file",
                 {"path": "src/shop/checkout.py"},
-                _code_file(rng, "checkout", 90),
+                code_file(rng, "checkout", 90),
                 "success",
             ),
         ],
     )
     for index in range(180):
-        module = _MODULES[index % len(_MODULES)]
+        module = MODULES[index % len(MODULES)]
         kind = index % 10
         if kind in (0, 5):
             yield Step(
@@ -192,14 +88,14 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                     (
                         "read_file",
                         {"path": f"src/shop/{module}.py"},
-                        _code_file(rng, module, rng.randint(40, 110)),
+                        code_file(rng, module, rng.randint(40, 110)),
                         "success",
                     )
                 ],
             )
         elif kind == 1:
             hits = "\n".join(
-                f"src/shop/{rng.choice(_MODULES)}.py:{rng.randint(5, 300)}:    "
+                f"src/shop/{rng.choice(MODULES)}.py:{rng.randint(5, 300)}:    "
                 f"pct = data['discount_pct']"
                 for _ in range(rng.randint(2, 9))
             )
@@ -215,7 +111,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                     (
                         "http_get",
                         {"url": f"https://staging.shop.internal/api/orders/{order_id}"},
-                        _order_json(rng, order_id, rng.random() < 0.3),
+                        order_json(rng, order_id, rng.random() < 0.3),
                         "success",
                     ),
                     (
@@ -239,7 +135,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                 if index > 150
                 else [
                     (
-                        f"tests/test_{module}.py::test_{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}",
+                        f"tests/test_{module}.py::test_{rng.choice(VERBS)}_{rng.choice(NOUNS)}",
                         rng.choice(
                             [
                                 "KeyError: 'discount_pct'",
@@ -257,7 +153,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                     (
                         "run_tests",
                         {"path": f"tests/test_{module}.py"},
-                        _pytest_output(rng, failing, rng.randint(10, 40)),
+                        pytest_output(rng, failing, rng.randint(10, 40)),
                         "success",
                     )
                 ],
@@ -270,7 +166,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                         "list_dir",
                         {"path": f"src/shop/{module}"},
                         "\n".join(
-                            f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}.py"
+                            f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}.py"
                             for _ in range(rng.randint(4, 14))
                         ),
                         "success",
@@ -286,9 +182,9 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                         {"cmd": f"python -m shop.migrate --check {module}"},
                         "Traceback (most recent call last):\n"
                         f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, '
-                        f"in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n"
-                        f"    rate = ctx['{rng.choice(_NOUNS)}']\n"
-                        f"KeyError: '{rng.choice(_NOUNS)}'",
+                        f"in {rng.choice(VERBS)}_{rng.choice(NOUNS)}\n"
+                        f"    rate = ctx['{rng.choice(NOUNS)}']\n"
+                        f"KeyError: '{rng.choice(NOUNS)}'",
                         "error",
                     )
                 ],
@@ -301,7 +197,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                         "write_file",
                         {
                             "path": f"src/shop/{module}.py",
-                            "content": _code_file(rng, module, rng.randint(20, 40)),
+                            "content": code_file(rng, module, rng.randint(20, 40)),
                         },
                         f"wrote src/shop/{module}.py ({rng.randint(800, 4000)} bytes)",
                         "success",
@@ -342,9 +238,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                     (
                         "read_file",
                         {"path": f"src/shop/{module}_rules.yaml"},
-                        "\n".join(
-                            f"{rng.choice(_NOUNS)}: {rng.randint(0, 100)}" for _ in range(12)
-                        ),
+                        "\n".join(f"{rng.choice(NOUNS)}: {rng.randint(0, 100)}" for _ in range(12)),
                         "success",
                     ),
                 ],
@@ -356,7 +250,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
                     (
                         "run_tests",
                         {"path": "tests/"},
-                        _pytest_output(
+                        pytest_output(
                             rng,
                             []
                             if index > 150
@@ -374,7 +268,7 @@ def _steps(rng: random.Random) -> Iterator[Step]:
             )
     yield Step(
         "All green. Summarising the fix.",
-        [("run_tests", {"path": "tests/"}, _pytest_output(rng, [], 215), "success")],
+        [("run_tests", {"path": "tests/"}, pytest_output(rng, [], 215), "success")],
     )
 
 
