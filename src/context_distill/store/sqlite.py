@@ -23,6 +23,7 @@ import sqlite_utils
 
 from ..errors import StoreError
 from ..types import check_thread_id
+from ._sqlite_connect import check_readable, connect
 from ._sqlite_reads import SQLiteReader
 from ._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from ._threaded import ThreadedAsync
@@ -65,24 +66,13 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         self._known_last = {}
-        try:
-            if read_only:
-                conn = self._connect_read_only(busy_timeout_s)
-            else:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=busy_timeout_s,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the archive at {self.path!r}: {exc}") from exc
+        conn = connect(self.path, busy_timeout_s=busy_timeout_s, read_only=read_only)
         self._conn = conn
         self.db = sqlite_utils.Database(conn)
         try:
             self._configure()
             if read_only:
-                self._check_readable()
+                check_readable(conn, self.path)
             else:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -122,16 +112,6 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
 
             self._write(apply)
             logger.info("archive %s migrated to schema version %d", self.path, target)
-
-    def _check_readable(self) -> None:
-        version = self._user_version()
-        if version == 0:
-            raise StoreError(f"{self.path!r} is not a context-distill archive (no schema)")
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path!r} has schema version {version}; this library reads version "
-                f"{SCHEMA_VERSION} (open it once for writing to migrate it)"
-            )
 
     def _user_version(self) -> int:
         row = self._conn.execute("PRAGMA user_version").fetchone()
@@ -407,30 +387,3 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
 
     def __repr__(self) -> str:
         return f"SQLiteMemoryStore({self.path!r})"
-
-    # -- read-only opening --------------------------------------------------
-
-    def _connect_read_only(self, busy_timeout_s: float) -> sqlite3.Connection:
-        """A connection that cannot write: ``mode=ro``, or ``immutable=1`` where even
-        that cannot read (a WAL archive in a folder this user may not write: no -shm
-        file can be made beside it)."""
-        if not Path(self.path).is_file():
-            raise StoreError(f"no archive at {self.path!r}")
-        base = Path(self.path).resolve().as_uri()
-        for flags in ("?mode=ro", "?mode=ro&immutable=1"):
-            conn = sqlite3.connect(
-                base + flags,
-                uri=True,
-                timeout=busy_timeout_s,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-            try:
-                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                conn.close()
-                continue
-            if "immutable" in flags:
-                logger.info("%s read as immutable: no -shm file can be made beside it", self.path)
-            return conn
-        raise StoreError(f"cannot read the archive at {self.path!r}: permission denied")
