@@ -55,11 +55,13 @@ def _id_at(messages: Sequence[BaseMessage], index: int) -> str | None:
     return message.id or derived_id(message, index)
 
 
-def record_of(message: BaseMessage, message_id: str, tokens: int, index: int) -> MessageRecord:
+def record_of(
+    message: BaseMessage, message_id: str, known_digest: str, tokens: int, index: int
+) -> MessageRecord:
     return MessageRecord(
         message_id=message_id,
         role=message.type,
-        digest=digest(message),
+        digest=known_digest,
         tokens=tokens,
         text=text_of(message),
         data=message_json(message, index),
@@ -101,7 +103,8 @@ class Intake:
         self._reducer = reducer
 
     def take_in(self, thread: ThreadState, messages: Sequence[BaseMessage]) -> None:
-        """Take the new part of ``messages`` in and archive it (one transaction)."""
+        """Take the new part of ``messages`` in and archive it before returning (one
+        transaction; a second one first for originals the view shows shortened)."""
         thread.health.turn += 1
         start = self._resume_at(thread, messages)
         if start is not None and self._store.last_distillation_id(thread.thread_id) != (
@@ -262,7 +265,7 @@ class Intake:
             mark = marker(message)
             if mark != MEMORY_MARK:
                 known = digest(message)
-                mid = message.id or derived_id(message, position)
+                mid = message.id or derived_id(message, position, known)
                 entry = transcript.get(mid)
                 held = entry.digest if entry is not None else None
                 if mark == REDUCED_MARK:
@@ -291,7 +294,7 @@ class Intake:
                 continue
             if held == known:
                 continue  # archived already
-            record = record_of(message, mid, tokens, position)
+            record = record_of(message, mid, known, tokens, position)
             (reduced if outcome == "reduced" else records).append(record)
         ledger.to_archive.clear()
         return records, reduced

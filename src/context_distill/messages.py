@@ -168,9 +168,10 @@ def digest(message: BaseMessage) -> str:
     return h.hexdigest()
 
 
-def derived_id(message: BaseMessage, position: int) -> str:
-    """An id for a message that has none: its position in the thread and its digest."""
-    return f"m{position}-{digest(message)[:12]}"
+def derived_id(message: BaseMessage, position: int, known_digest: str | None = None) -> str:
+    """An id for a message that has none: its position in the thread and its digest
+    (``known_digest`` when the caller computed it already)."""
+    return f"m{position}-{(known_digest or digest(message))[:12]}"
 
 
 def text_of(message: BaseMessage) -> str:
