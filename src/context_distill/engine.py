@@ -195,19 +195,20 @@ class ContextDistiller:
 
     def forget(self, thread_id: str, *, archive: bool = True) -> None:
         """Drop a thread's cached state; with ``archive`` also delete it from the store."""
-        check_thread_id(thread_id)
-        with self._threads_lock:
-            self._threads.pop(thread_id, None)
+        self._drop(thread_id)
         if archive:
             self.store.delete_thread(thread_id)
 
     async def aforget(self, thread_id: str, *, archive: bool = True) -> None:
         """Async twin of :meth:`forget`."""
+        self._drop(thread_id)
+        if archive:
+            await self.store.adelete_thread(thread_id)
+
+    def _drop(self, thread_id: str) -> None:
         check_thread_id(thread_id)
         with self._threads_lock:
             self._threads.pop(thread_id, None)
-        if archive:
-            await self.store.adelete_thread(thread_id)
 
     # -- one turn ---------------------------------------------------------------
 
