@@ -41,6 +41,7 @@ from .store import (
     ThreadSnapshot,
 )
 from .thread_state import ThreadState
+from .tiering import copy_of, inline_from
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,13 @@ class Intake:
         archive.distilled = IdSet(snapshot.distilled)
         archive.anchor = from_iso(snapshot.anchor)
         archive.anchor_ready = snapshot.anchor is not None
-        thread.memory.restore(snapshot.facts)
+        inline, reductions = (
+            inline_from(snapshot, self._store.distillations(thread.thread_id))
+            if snapshot.facts
+            else ({}, frozenset())
+        )
+        archive.inline = inline
+        thread.memory.restore([f for f in snapshot.facts if f.distillation_id not in reductions])
         thread.memory.fit(snapshot.memory_cap)
         archive.saved_cap = snapshot.memory_cap
         totals = thread.totals
@@ -258,6 +265,7 @@ class Intake:
             tokens: int | None = None
             known: str | None = None
             held: str | None = None
+            replacement: ToolMessage | None = None
             mark = marker(message)
             if mark != MEMORY_MARK:
                 known = digest(message)
@@ -274,6 +282,9 @@ class Intake:
                     held = entry.digest if entry is not None else None
                 if tokens is None and known is not None:
                     tokens = self._tokens.message_tokens(message, mid, known)
+                inline = archive.inline.get(mid)
+                if inline is not None and tokens is not None and isinstance(message, ToolMessage):
+                    replacement = copy_of(inline, message, mid, tokens, self._tokens.count)
             outcome = ledger.add(
                 message,
                 position,
@@ -285,6 +296,7 @@ class Intake:
                 reducer=self._reducer,
                 reduce_over=over,
                 checked=True,
+                replacement=replacement,
             )
             if mid is None or known is None or tokens is None or outcome in ("memory", "skipped"):
                 continue
