@@ -14,16 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import BaseMessage, ToolMessage
+from langchain_core.messages import BaseMessage
 
 from .dates import to_iso
-from .distillers.extractive import reduced_facts
 from .errors import StoreError
-from .ledger import LiveGroup, TokenCache
+from .ledger import TokenCache
 from .memory import MemoryBlock
 from .messages import marker
 from .policy import Budget, Job, backoff, fit_memory, learned_ratio
 from .prefetch import clean_fact_text
+from .reduced import SHORTENED, Made, facts_copies, shortened_copies
 from .store import (
     DISTILLED,
     REDUCED,
@@ -35,11 +35,7 @@ from .store import (
     MessageRecord,
 )
 from .thread_state import Inline, ThreadState
-from .tiering import SHORTENED, facts_copy, shortened_copy
 from .types import Fact, GroupFacts
-
-# A reduced copy made: its group, its position there, the copy, its tokens, its facts.
-_Made = tuple[LiveGroup, int, BaseMessage, int, list[FactRecord]]
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +277,7 @@ class Committer:
         if job.kind == "reduce":
             made, reason = self._facts_copies(thread, job, outcome, log)
         else:
-            made, reason = self._shortened_copies(thread, job), None
+            made, reason = shortened_copies(job, self._originals(thread, job), self._tokens), None
         if reason is not None:
             log.error = reason
             self.fail(thread, log, record=True)
@@ -319,9 +315,9 @@ class Committer:
 
     def _facts_copies(
         self, thread: ThreadState, job: Job, outcome: Outcome, log: DistillationLog
-    ) -> tuple[list[_Made], str | None]:
-        """Each result's copy showing its facts, where that is smaller than what the
-        view shows now; the reason when the distiller's output is unusable."""
+    ) -> tuple[list[Made], str | None]:
+        """Copies showing each result's facts; the reason when the distiller's output
+        is unusable (results whose facts save nothing are not asked again)."""
         if outcome.error is not None:
             log.outcome = outcome.outcome
             return [], f"{type(outcome.error).__name__}: {outcome.error}"
@@ -329,50 +325,23 @@ class Committer:
         if reason is not None:
             log.outcome = "empty" if reason.startswith("no facts") else "rejected"
             return [], reason
-        made: list[_Made] = []
-        for group, position, found in zip(job.live, job.positions, facts, strict=True):
-            shown = group.messages[position]
-            message_id = group.ids[position]
-            if not found or not isinstance(shown, ToolMessage):
-                thread.archive.unreducible.add(message_id)
-                continue
-            copy = facts_copy(shown, message_id, [fact.text for fact in found])
-            tokens = self._tokens.message_tokens(copy, message_id + "#reduced", None)
-            if tokens >= group.tokens_each[position] * 0.9:
-                thread.archive.unreducible.add(message_id)
-                continue
-            records = [self._record(fact.text, message_id) for fact in found]
-            made.append((group, position, copy, tokens, records))
-        return made, None
+        return facts_copies(job, facts, self._tokens, thread.archive.unreducible), None
 
-    def _shortened_copies(self, thread: ThreadState, job: Job) -> list[_Made]:
-        """The newest results cut to their facts, head and tail (model-free)."""
-        wanted = [g.ids[p] for g, p in zip(job.live, job.positions, strict=True)]
-        try:
-            stored = {m.id: m for _, m in self._store.get_messages(thread.thread_id, ids=wanted)}
-        except StoreError as exc:
-            logger.warning("thread %s: originals not read: %s", thread.thread_id, exc)
-            return []
-        made: list[_Made] = []
-        for group, position, limit in zip(job.live, job.positions, job.limits, strict=True):
+    def _originals(self, thread: ThreadState, job: Job) -> dict[str, BaseMessage]:
+        """Originals of results the view shows shortened already, from the archive."""
+        found: dict[str, BaseMessage] = {}
+        for group, position in zip(job.live, job.positions, strict=True):
+            if marker(group.messages[position]) is None:
+                continue
             message_id = group.ids[position]
-            shown = group.messages[position]
-            original = shown if marker(shown) is None else stored.get(shown.id or message_id)
-            if not isinstance(original, ToolMessage):
+            try:
+                got = self._store.get_messages(thread.thread_id, ids=[message_id])
+            except StoreError as exc:
+                logger.warning("thread %s: original not read: %s", thread.thread_id, exc)
                 continue
-            tokens = self._tokens.message_tokens(original, message_id, None)
-            copy = shortened_copy(original, message_id, tokens, limit, self._tokens.count)
-            if copy is None:
-                continue
-            copy_tokens = self._tokens.message_tokens(copy, message_id + "#reduced", None)
-            if copy_tokens >= group.tokens_each[position]:
-                continue
-            text = clean_fact_text(reduced_facts(copy) or "long output (archived)")
-            made.append((group, position, copy, copy_tokens, [self._record(text, message_id)]))
-        return made
-
-    def _record(self, text: str, message_id: str) -> FactRecord:
-        return FactRecord(text, (message_id,), self._tokens.count(text) + 4)
+            if got:
+                found[message_id] = got[0][1]
+        return found
 
     def save_memory(self, thread: ThreadState) -> None:
         """Store the memory block's room and the facts it let go (the restart view)."""

@@ -32,6 +32,7 @@ from .messages import (
 )
 from .messages import to_json as message_json
 from .policy import Budget
+from .reduced import copy_of, inline_from
 from .store import (
     ARCHIVED,
     REDUCED,
@@ -41,7 +42,6 @@ from .store import (
     ThreadSnapshot,
 )
 from .thread_state import ThreadState
-from .tiering import copy_of, inline_from
 
 logger = logging.getLogger(__name__)
 

@@ -265,9 +265,7 @@ class Ledger:
         for group in reversed(self.groups):
             if group.pending:
                 continue
-            positions = [
-                i for i, m in enumerate(group.messages) if isinstance(m, ToolMessage)
-            ]
+            positions = [i for i, m in enumerate(group.messages) if isinstance(m, ToolMessage)]
             if not positions:
                 continue
             if kept < keep_groups:

@@ -1,24 +1,18 @@
-"""Tiered reduction: older tool results shown as their facts, huge new ones shortened.
+"""Tiered reduction, planned: what a crossing of the budget changes, in which order.
 
-At a crossing of the budget, before whole groups go into the memory block, the
-results of older tool calls are replaced by their facts while the assistant's own
-words and calls stay verbatim: they are short, dense in names, and what an agent
-re-reads most. The newest results stay whole unless they would starve the memory
-block; then they are cut to their facts, head and tail. A reduced result keeps its
-id and tool_call_id, so calls and results stay paired, and it is committed like a
-distillation (outcome ``reduced``), so a rebuilt thread shows the same copy.
+Before whole groups go into the memory block, the results of older tool calls are
+replaced by their facts while the assistant's own words and calls stay verbatim:
+they are short, dense in names, and what an agent re-reads most. The newest results
+stay whole unless they would starve the memory block; then they are cut to their
+facts, head and tail. How a reduced result looks and is rebuilt: reduced.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from langchain_core.messages import ToolMessage
 
 from .dates import advance
 from .ledger import Ledger, LiveGroup
-from .messages import MARKER_KEY, REDUCED_MARK
 from .policy import (
     TARGET_RATIO,
     Budget,
@@ -28,74 +22,12 @@ from .policy import (
     fit_memory,
     select,
 )
-from .store import ThreadSnapshot
-from .thread_state import Archive, Inline, ThreadState
-from .tokens import TextCounter
+from .reduced import NOTE_TOKENS
+from .thread_state import Archive, ThreadState
 from .types import Group
 
 KEEP_RESULTS = 3  # newest groups with tool results whose results stay verbatim
 MIN_REDUCE_TOKENS = 64  # smaller results stay verbatim: their facts would save little
-NOTE = "[context-distill: output reduced to its facts; original archived]"
-NOTE_TOKENS = 16
-FACTS_LINE = "\nFacts: "  # where distillers.extractive.reduced_facts reads them back
-SHORTENED = "shortened"  # log details: {message id: token limit} of shortened results
-_UNPAIRED = "tool result → "  # the extractive distiller's lead for a result asked alone
-
-
-def facts_copy(shown: ToolMessage, message_id: str, facts: Sequence[str]) -> ToolMessage:
-    """The tool result as the view shows it once reduced: a note and its facts."""
-    body = "\n".join(text.removeprefix(_UNPAIRED) for text in facts)
-    return ToolMessage(
-        content=f"{NOTE}{FACTS_LINE}{body}",
-        tool_call_id=shown.tool_call_id,
-        id=shown.id or message_id,
-        name=shown.name,
-        status=shown.status,
-        additional_kwargs={**shown.additional_kwargs, MARKER_KEY: REDUCED_MARK},
-    )
-
-
-def shortened_copy(
-    original: ToolMessage, message_id: str, tokens: int, limit: int, count: TextCounter
-) -> ToolMessage | None:
-    """The tool result cut to its facts, head and tail within ``limit`` tokens."""
-    from .distillers.extractive import reduce_tool_result
-
-    return reduce_tool_result(original, message_id, tokens, limit, count)
-
-
-def copy_of(
-    inline: Inline, original: ToolMessage, message_id: str, tokens: int, count: TextCounter
-) -> ToolMessage | None:
-    """The copy an earlier crossing made of ``original``, made again."""
-    if inline.limit is not None:
-        return shortened_copy(original, message_id, tokens, inline.limit, count)
-    return facts_copy(original, message_id, inline.facts)
-
-
-def inline_from(
-    snapshot: ThreadSnapshot, logs: Sequence[Mapping[str, Any]]
-) -> tuple[dict[str, Inline], frozenset[int]]:
-    """Results the store holds reduced, each as its latest reduction made it, and the
-    ids of the reductions (their facts are shown inline, never in the memory block)."""
-    reductions = {int(row["id"]): row for row in logs if row.get("outcome") == "reduced"}
-    if not reductions:
-        return {}, frozenset()
-    texts: dict[int, dict[str, list[str]]] = {}
-    for fact in snapshot.facts:
-        if fact.distillation_id in reductions:
-            by_source = texts.setdefault(fact.distillation_id, {})
-            for source in fact.source_ids:
-                by_source.setdefault(source, []).append(fact.text)
-    inline: dict[str, Inline] = {}
-    for log_id in sorted(reductions):
-        details = reductions[log_id].get("details")
-        limits = details.get(SHORTENED, {}) if isinstance(details, dict) else {}
-        for message_id, facts in texts.get(log_id, {}).items():
-            if message_id in snapshot.reduced:
-                limit = limits.get(message_id)
-                inline[message_id] = Inline(tuple(facts), int(limit) if limit else None)
-    return inline, frozenset(reductions)
 
 
 def reducible(ledger: Ledger, archive: Archive) -> list[tuple[LiveGroup, int]]:
