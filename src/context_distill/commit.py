@@ -270,6 +270,8 @@ class Committer:
         log = DistillationLog(
             distiller=self._name if job.kind == "reduce" else "shorten",
             outcome="reduced",
+            groups=len(job.live),
+            messages=len(job.live),
             tokens_before=job.tokens_before,
             tokens_after=job.tokens_before,
             duration_s=outcome.duration_s,
