@@ -45,7 +45,7 @@ from bench.locomo_engine import is_memory, replay_conversation
 from bench.scoring import QAResult, score_questions
 from context_distill.dates import resolve_relative
 from context_distill.distillers import Distiller, resolve_distiller
-from context_distill.messages import text_of
+from context_distill.messages import chat_role, text_of
 from context_distill.tokens import count_message, encoding_counter
 from context_distill.types import Group, GroupFacts
 
@@ -138,7 +138,7 @@ class LocalChatModel(BaseChatModel):
         for messages in inputs:
             chat = [
                 {
-                    "role": {"human": "user", "ai": "assistant"}.get(m.type, m.type),
+                    "role": chat_role(m),
                     "content": m.content,
                 }
                 for m in convert_to_messages(messages)
@@ -296,7 +296,8 @@ def decoder_throughput(args: argparse.Namespace) -> None:
     """Generated tokens/s of the generative decoder at each batch size (no early stops)."""
     import torch
 
-    from context_distill.models.decoding import _FastDecoder, is_supported, stop_tables
+    from context_distill.models.decoding import is_supported, stop_tables
+    from context_distill.models.fast_decoder import FastDecoder
     from context_distill.models.loading import load_model
 
     loaded = load_model(None, device=args.device, dtype=args.dtype)
@@ -316,7 +317,7 @@ def decoder_throughput(args: argparse.Namespace) -> None:
     print(f"{'batch':>6} {'tokens/s':>10} {'plain generate tok/s':>21}")
     for batch in (int(b) for b in args.gen_batches.split(",")):
         rows = prompts[:batch]
-        decoder = _FastDecoder(loaded, tables)
+        decoder = FastDecoder(loaded, tables)
         decoder.run(rows, [steps] * batch, cuda_graphs=True)  # warm up
         _sync(loaded.device)
         started = time.perf_counter()

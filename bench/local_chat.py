@@ -24,14 +24,14 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+from context_distill.messages import chat_role, plain_text
 
 
 def chat_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """Messages as chat-template turns; tool calls are written out as text."""
     turns = []
     for message in messages:
-        content = message.content if isinstance(message.content, str) else message.text
+        content = plain_text(message)
         parts = [content] if content else []
         if isinstance(message, AIMessage):
             for call in message.tool_calls:
@@ -39,7 +39,7 @@ def chat_turns(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
                 parts.append(f"{call.get('name', '')}({args})")
         if isinstance(message, ToolMessage) and message.name:
             parts.insert(0, f"[{message.name}]")
-        turns.append({"role": _ROLES.get(message.type, "user"), "content": "\n".join(parts)})
+        turns.append({"role": chat_role(message), "content": "\n".join(parts)})
     return turns
 
 

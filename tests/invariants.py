@@ -42,6 +42,7 @@ from langchain_core.messages import (
     ToolMessage,
     message_to_dict,
 )
+from pg_kit import CheckConnection, PgTarget, schema_version, target_of
 
 from context_distill import ContextDistiller, ContextUpdate, SQLiteMemoryStore
 from context_distill.messages import (
@@ -100,7 +101,21 @@ def search_word(text: str) -> str | None:
     return max(words, key=len)
 
 
-def raw_connect(path: str | Path) -> sqlite3.Connection:
+# An archive: an SQLite file's path, or a PostgreSQL database and schema.
+Archive = str | Path | PgTarget
+
+
+def open_archive(target: Archive) -> Any:
+    """A store on ``target`` (each call opens its own connections)."""
+    if isinstance(target, PgTarget):
+        return target.open()
+    return SQLiteMemoryStore(target)
+
+
+def raw_connect(path: Archive) -> Any:
+    """A read connection of the checks' own (SQLite, or PostgreSQL taking the same SQL)."""
+    if isinstance(path, PgTarget):
+        return CheckConnection(path)
     conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
     return conn
@@ -109,12 +124,14 @@ def raw_connect(path: str | Path) -> sqlite3.Connection:
 # -- database-level checks ----------------------------------------------------------
 
 
-def check_db(path: str | Path, *, thread_id: str | None = None) -> list[str]:
+def check_db(path: Archive, *, thread_id: str | None = None) -> list[str]:
     """Integrity, search index, atomicity of distillations and provenance, from disk.
 
     Reads the file through its own connection (one read transaction), so it sees
     only what was committed.
     """
+    if isinstance(path, PgTarget):
+        return _check_pg(path, thread_id)
     problems: list[str] = []
     conn = raw_connect(path)
     try:
@@ -143,7 +160,18 @@ def check_db(path: str | Path, *, thread_id: str | None = None) -> list[str]:
     return problems
 
 
-def _check_threads(conn: sqlite3.Connection, only: str | None) -> list[str]:
+def _check_pg(target: PgTarget, thread_id: str | None) -> list[str]:
+    """PostgreSQL's own structures need no check of ours; the rows' consistency does."""
+    if schema_version(target) == 0:
+        return []
+    conn = CheckConnection(target)
+    try:
+        return check_thread(conn, thread_id)
+    finally:
+        conn.close()
+
+
+def _check_threads(conn: Any, only: str | None) -> list[str]:
     problems: list[str] = []
     scope = "WHERE thread_id = ?" if only is not None else ""
     params: tuple[Any, ...] = (only,) if only is not None else ()
@@ -238,7 +266,7 @@ def _check_threads(conn: sqlite3.Connection, only: str | None) -> list[str]:
     return problems
 
 
-def check_thread(conn: sqlite3.Connection, thread_id: str) -> list[str]:
+def check_thread(conn: Any, thread_id: str | None) -> list[str]:
     """Atomicity and provenance of one thread's rows, in one read transaction."""
     conn.execute("BEGIN")
     try:
@@ -247,9 +275,7 @@ def check_thread(conn: sqlite3.Connection, thread_id: str) -> list[str]:
         conn.execute("COMMIT")
 
 
-def archived_ids(
-    path: str | Path, thread_id: str, conn: sqlite3.Connection | None = None
-) -> dict[str, str]:
+def archived_ids(path: Archive, thread_id: str, conn: Any | None = None) -> dict[str, str]:
     """message id -> state, for one thread, as committed on disk."""
     own = conn is None
     conn = conn or raw_connect(path)
@@ -282,17 +308,17 @@ class ThreadChecker:
     db_every: int = 1  # run the database checks every n-th view (0: never)
     verified: set[str] = field(default_factory=set)  # archived copies already compared
     checks: int = 0
-    _conn: sqlite3.Connection | None = field(default=None, repr=False)
+    _conn: Any | None = field(default=None, repr=False)
 
     @property
-    def store(self) -> SQLiteMemoryStore:
+    def store(self) -> Any:
         return self.engine.store
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> Any:
         """A read connection of the checker's own (what is committed, not cached)."""
         if self._conn is None:
-            self._conn = raw_connect(self.store.path)
+            self._conn = raw_connect(target_of(self.store))
         return self._conn
 
     def close(self) -> None:
@@ -381,7 +407,7 @@ class ThreadChecker:
         # (1) nothing lost
         gone = [i for i in range(len(history)) if i not in shown]
         reduced = sorted(reduced_at)
-        states = archived_ids(self.store.path, self.thread_id, self.conn) if gone or reduced else {}
+        states = archived_ids("", self.thread_id, self.conn) if gone or reduced else {}
         for i in gone + reduced:
             mid = hist_ids[i]
             state = states.get(mid)
@@ -676,7 +702,7 @@ def direct_records(seed: int, turn: int) -> list[Any]:
 
 
 def crash_writer(
-    db: str, ack_path: str, seed: int, threads: int, turns: int, phase: str, crash_at: int
+    db: Archive, ack_path: str, seed: int, threads: int, turns: int, phase: str, crash_at: int
 ) -> int:
     """Drive sessions and direct archive calls; acknowledge each write that returned.
 
@@ -684,7 +710,8 @@ def crash_writer(
     one ``write`` and fsynced, naming what that call committed. With ``crash_at`` > 0
     the process SIGKILLs itself when SQLite starts its ``crash_at``-th statement,
     counted from the start of ``phase`` ("migrate": opening a new archive; "work":
-    the session). Returns the number of statements the phase ran.
+    the session). Returns the number of statements the phase ran. On PostgreSQL a
+    statement is a call of a cursor's ``execute`` (the kill comes before it is sent).
     """
     import signal
 
@@ -696,6 +723,9 @@ def crash_writer(
         if statements == crash_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    if isinstance(db, PgTarget):
+        _pg_traced(db, phase, tracer, ack_path, seed, threads, turns)
+        return statements
     original = SQLiteMemoryStore._migrate
     if phase == "migrate":
 
@@ -716,6 +746,44 @@ def crash_writer(
         return statements
     if phase == "work":
         store._conn.set_trace_callback(tracer)
+    _crash_work(store, ack_path, seed, threads, turns)
+    return statements
+
+
+def _pg_traced(
+    db: PgTarget,
+    phase: str,
+    tracer: Callable[[str], None],
+    ack_path: str,
+    seed: int,
+    threads: int,
+    turns: int,
+) -> None:
+    """The crash writer on PostgreSQL: the statements of ``phase`` go through ``tracer``."""
+    import psycopg
+
+    original = psycopg.Cursor.execute
+
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tracer("")
+        return original(self, *args, **kwargs)
+
+    try:
+        if phase == "migrate":
+            psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        store = db.open()
+        if phase == "migrate":
+            store.close()
+            return
+        if phase == "work":
+            psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        _crash_work(store, ack_path, seed, threads, turns)
+    finally:
+        psycopg.Cursor.execute = original  # type: ignore[method-assign]
+
+
+def _crash_work(store: Any, ack_path: str, seed: int, threads: int, turns: int) -> int:
+    """The crash writer's session: turns and direct archive calls, each acknowledged."""
     engine = ContextDistiller(store, budget_tokens=CRASH_BUDGET, token_counter=cheap_count)
     fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
@@ -756,7 +824,7 @@ def crash_writer(
             ack({"thread": f"crash-{seed}-direct", "archived": [r.message_id for r in records]})
     os.close(fd)
     store.close()
-    return statements
+    return 0
 
 
 def read_acks(ack_path: str | Path) -> tuple[list[dict[str, Any]], int]:
@@ -786,17 +854,17 @@ class CrashReport:
 
 
 def check_after_crash(
-    db: str | Path, ack_path: str | Path, seed: int, threads: int, *, resume_turns: int = 2
+    db: Archive, ack_path: str | Path, seed: int, threads: int, *, resume_turns: int = 2
 ) -> CrashReport:
     """Everything that must hold after a writer died at any moment."""
     report = CrashReport()
     try:
-        store = SQLiteMemoryStore(db)
+        store = open_archive(db)
     except Exception as exc:  # the archive must always open again
         report.problems.append(f"archive does not open after the crash: {exc!r}")
         return report
     try:
-        if not store.integrity_ok():
+        if isinstance(store, SQLiteMemoryStore) and not store.integrity_ok():
             report.problems.append("integrity_check failed after the crash")
         report.problems.extend(check_db(db))
         entries, _torn = read_acks(ack_path)
@@ -858,7 +926,7 @@ class WorkerResult:
 
 
 def concurrency_worker(
-    db: str,
+    db: Archive,
     name: str,
     threads: int,
     turns: int,
@@ -879,7 +947,7 @@ def concurrency_worker(
     try:
         if engine is None:
             engine = ContextDistiller(
-                SQLiteMemoryStore(db), budget_tokens=budget, token_counter=cheap_count
+                open_archive(db), budget_tokens=budget, token_counter=cheap_count
             )
         sessions = [
             Session(

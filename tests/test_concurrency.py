@@ -1,7 +1,8 @@
-"""Concurrency: threads, processes and asyncio tasks sharing one archive file.
+"""Concurrency: threads, processes and asyncio tasks sharing one archive.
 
 No "database is locked" (or any other error) may reach the caller, nothing may be
-lost or duplicated, and every view must satisfy the invariants.
+lost or duplicated, and every view must satisfy the invariants. The campaigns run on
+an SQLite file and on PostgreSQL (``new_archive``, ``target``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NewArchive
 from invariants import (
     Session,
     ThreadChecker,
@@ -25,14 +26,16 @@ from invariants import (
     concurrency_worker,
     fork_worker,
     join_worker,
+    open_archive,
     raw_connect,
     session_start,
 )
+from pg_kit import PgTarget
 
 from context_distill import ContextDistiller, SQLiteMemoryStore
 
 
-def assert_clean(results: list[WorkerResult], db: Path) -> None:
+def assert_clean(results: list[WorkerResult], db: Any) -> None:
     errors = [e for r in results for e in r.errors]
     problems = [p for r in results for p in r.problems]
     assert not errors, f"errors reached the caller: {errors[:5]}"
@@ -53,13 +56,13 @@ def assert_clean(results: list[WorkerResult], db: Path) -> None:
         conn.close()
 
 
-def test_python_threads_share_one_engine_and_one_store(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=500, token_counter=cheap_count)
+def test_python_threads_share_one_engine_and_one_store(target: Any) -> None:
+    db = target
+    engine = ContextDistiller(open_archive(db), budget_tokens=500, token_counter=cheap_count)
     results: list[WorkerResult] = [WorkerResult() for _ in range(6)]
 
     def work(i: int) -> None:
-        results[i] = concurrency_worker(str(db), f"pt{i}", 2, 12, engine=engine)
+        results[i] = concurrency_worker(db, f"pt{i}", 2, 12, engine=engine)
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(6)]
     for w in workers:
@@ -71,12 +74,12 @@ def test_python_threads_share_one_engine_and_one_store(tmp_path: Path) -> None:
     assert_clean(results, db)
 
 
-def test_python_threads_with_a_store_each_on_one_file(tmp_path: Path) -> None:
-    db = tmp_path / "conns.db"
+def test_python_threads_with_a_store_each_on_one_file(target: Any) -> None:
+    db = target
     results: list[WorkerResult] = [WorkerResult() for _ in range(5)]
 
     def work(i: int) -> None:
-        results[i] = concurrency_worker(str(db), f"pc{i}", 2, 10)
+        results[i] = concurrency_worker(db, f"pc{i}", 2, 10)
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(5)]
     for w in workers:
@@ -88,41 +91,45 @@ def test_python_threads_with_a_store_each_on_one_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_processes_share_one_file(tmp_path: Path) -> None:
-    db = tmp_path / "procs.db"
-    SQLiteMemoryStore(db).close()  # created before the workers race to open it
-    children = [
-        fork_worker(lambda i=i: concurrency_worker(str(db), f"pr{i}", 2, 10)) for i in range(4)
-    ]
+def test_processes_share_one_file(target: Any) -> None:
+    db = target
+    open_archive(db).close()  # created before the workers race to open it
+    children = [fork_worker(lambda i=i: concurrency_worker(db, f"pr{i}", 2, 10)) for i in range(4)]
     results = [join_worker(pid, pipe) for pid, pipe in children]
     assert sum(r.turns for r in results) == 4 * 2 * 10
     assert_clean(results, db)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_processes_race_to_create_the_archive(tmp_path: Path) -> None:
-    """Several processes open a file that does not exist yet, all at once."""
+def test_processes_race_to_create_the_archive(new_archive: NewArchive) -> None:
+    """Several processes open an archive that does not exist yet, all at once."""
     for round_ in range(3):
-        db = tmp_path / f"race{round_}.db"
+        db = new_archive(f"race{round_}")
         children = [
-            fork_worker(lambda i=i, db=db: concurrency_worker(str(db), f"cr{i}", 1, 3, check=False))
+            fork_worker(lambda i=i, db=db: concurrency_worker(db, f"cr{i}", 1, 3, check=False))
             for i in range(4)
         ]
         results = [join_worker(pid, pipe) for pid, pipe in children]
         assert_clean(results, db)
 
 
-def test_writer_waits_out_a_long_foreign_write_lock(tmp_path: Path) -> None:
+def test_writer_waits_out_a_long_foreign_write_lock(target: Any) -> None:
     """Another connection holds the write lock for a while: the engine waits, no error."""
-    db = tmp_path / "held.db"
-    engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=300, token_counter=cheap_count)
+    db = target
+    engine = ContextDistiller(open_archive(db), budget_tokens=300, token_counter=cheap_count)
     session = Session(engine, "held", 5)
     for _ in range(3):
         _, problems = session.step()
         assert not problems
     blocker = raw_connect(db)
-    blocker.execute("BEGIN IMMEDIATE")
-    blocker.execute("INSERT INTO threads (thread_id, created_at, updated_at) VALUES ('x', 0, 0)")
+    if isinstance(db, PgTarget):  # the thread's row: what every writer of it locks first
+        blocker.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        blocker.execute("SELECT 1 FROM threads WHERE thread_id = 'held' FOR UPDATE")
+    else:
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute(
+            "INSERT INTO threads (thread_id, created_at, updated_at) VALUES ('x', 0, 0)"
+        )
     released = threading.Event()
 
     def release() -> None:
@@ -165,10 +172,10 @@ def test_short_busy_timeout_gives_store_error_not_sqlite_error(tmp_path: Path) -
     store.close()
 
 
-def test_one_conversation_thread_hammered_from_many_python_threads(tmp_path: Path) -> None:
+def test_one_conversation_thread_hammered_from_many_python_threads(target: Any) -> None:
     """Callers racing on the same thread id with prefixes of one history."""
-    db = tmp_path / "same.db"
-    engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=400, token_counter=cheap_count)
+    db = target
+    engine = ContextDistiller(open_archive(db), budget_tokens=400, token_counter=cheap_count)
     builder = Session(engine, "hammer", 9, check=False)
     prefixes = []
     for _ in range(20):
@@ -204,9 +211,9 @@ def test_one_conversation_thread_hammered_from_many_python_threads(tmp_path: Pat
     assert not check_db(db)
 
 
-def test_asyncio_serves_many_threads_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "async.db"
-    engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=500, token_counter=cheap_count)
+def test_asyncio_serves_many_threads_at_once(target: Any) -> None:
+    db = target
+    engine = ContextDistiller(open_archive(db), budget_tokens=500, token_counter=cheap_count)
     sessions = [
         Session(engine, f"as{i}", i, style="view" if i % 2 else "rewrite") for i in range(20)
     ]
@@ -226,15 +233,15 @@ def test_asyncio_serves_many_threads_at_once(tmp_path: Path) -> None:
     assert not check_db(db)
 
 
-def test_langgraph_threads_served_concurrently(tmp_path: Path) -> None:
+def test_langgraph_threads_served_concurrently(target: Any) -> None:
     """A LangGraph graph whose node distills, many thread ids run at once with ainvoke."""
     from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import START, MessagesState, StateGraph
 
-    db = tmp_path / "graph.db"
-    engine = ContextDistiller(SQLiteMemoryStore(db), budget_tokens=400, token_counter=cheap_count)
+    db = target
+    engine = ContextDistiller(open_archive(db), budget_tokens=400, token_counter=cheap_count)
     seen: dict[str, list[BaseMessage]] = {}
 
     async def agent(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
@@ -280,14 +287,14 @@ def test_langgraph_threads_served_concurrently(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_thread_handed_between_processes_distills_each_message_once(tmp_path: Path) -> None:
+def test_thread_handed_between_processes_distills_each_message_once(target: Any) -> None:
     """A LangGraph server runs each turn of a thread on whichever worker is free.
 
     Two processes serve one thread alternately, each sending the full history. A
     worker that served earlier turns must notice what the other distilled since.
     """
-    db = tmp_path / "handoff.db"
-    SQLiteMemoryStore(db).close()
+    db = target
+    open_archive(db).close()
     builder = Session(
         ContextDistiller(budget_tokens=400, token_counter=cheap_count), "handoff", 3, check=False
     )
@@ -310,7 +317,7 @@ def test_thread_handed_between_processes_distills_each_message_once(tmp_path: Pa
                     os.close(pipes[other][0])
                     os.close(back[other][1])
             engine = ContextDistiller(
-                SQLiteMemoryStore(db), budget_tokens=400, token_counter=cheap_count
+                open_archive(db), budget_tokens=400, token_counter=cheap_count
             )
             checker = ThreadChecker(engine, "handoff", cheap_count)
             found: list[str] = []
@@ -344,14 +351,47 @@ def test_thread_handed_between_processes_distills_each_message_once(tmp_path: Pa
         outboxes[w].close()
         os.waitpid(pids[w], 0)
     assert reports == ["[]", "[]"], f"worker views broke the invariants: {reports}"
-    conn = sqlite3.connect(db)
-    twice = conn.execute(
-        "SELECT message_id, COUNT(DISTINCT f.distillation_id) FROM messages m "
-        "JOIN facts f ON f.thread_id = m.thread_id AND EXISTS "
-        "(SELECT 1 FROM json_each(f.source_ids) j WHERE j.value = m.message_id) "
-        "WHERE m.thread_id = 'handoff' GROUP BY message_id HAVING COUNT(DISTINCT "
-        "f.distillation_id) > 1"
-    ).fetchall()
-    conn.close()
+    with open_archive(db) as store:
+        by_message: dict[str, set[int]] = {}
+        for fact in store.facts("handoff"):
+            for source in fact.source_ids:
+                by_message.setdefault(source, set()).add(fact.distillation_id)
+    twice = [(m, len(d)) for m, d in by_message.items() if len(d) > 1]
     assert not twice, f"{len(twice)} messages were distilled more than once, e.g. {twice[:3]}"
     assert not check_db(db)
+
+
+def test_engines_taking_turns_on_a_thread_show_what_one_engine_shows(
+    new_archive: NewArchive,
+) -> None:
+    """Two engines (two servers) serving one thread in turn: the same views, turn by turn,
+    as one engine serving it alone (the memory block restored as it was last fitted)."""
+    builder = Session(
+        ContextDistiller(budget_tokens=400, token_counter=cheap_count), "alternate", 7, check=False
+    )
+    prefixes = []
+    for _ in range(30):
+        builder.history.extend(builder.next_messages())
+        prefixes.append(list(builder.history))
+
+    def views(engines: list[ContextDistiller]) -> list[list[tuple[Any, ...]]]:
+        out = []
+        for turn, history in enumerate(prefixes):
+            view = engines[(turn // 2) % len(engines)].update("alternate", history).view
+            out.append([(m.type, m.id, m.text) for m in view])
+        return out
+
+    alone = open_archive(new_archive("alone"))
+    shared = new_archive("shared")
+    pair = [open_archive(shared), open_archive(shared)]
+    try:
+        expected = views([ContextDistiller(alone, budget_tokens=400, token_counter=cheap_count)])
+        got = views(
+            [ContextDistiller(s, budget_tokens=400, token_counter=cheap_count) for s in pair]
+        )
+        assert alone.stats("alternate")["distillations"] >= 3
+        for turn, (want, have) in enumerate(zip(expected, got, strict=True)):
+            assert want == have, f"turn {turn}: the view differs from one engine's"
+    finally:
+        for store in (alone, *pair):
+            store.close()

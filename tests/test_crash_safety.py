@@ -1,12 +1,14 @@
 """Crash safety: a writer SIGKILLed at any moment never corrupts or loses acknowledged data.
 
-The writer is a forked child process. It is killed either at an exact SQLite
-statement (every statement of the migration that creates an archive, and a spread
-of statements through archive and distillation transactions) or at a random
-moment. Afterwards the archive must open, pass ``PRAGMA integrity_check``, hold
+The writer is a forked child process. It is killed either at an exact statement
+(every statement of the migration that creates an archive, and a spread of
+statements through archive and distillation transactions) or at a random moment.
+Afterwards the archive must open, pass ``PRAGMA integrity_check`` (SQLite), hold
 every write whose call returned (the child acknowledges each through a side file
 fsynced after the call), show no half-done distillation, and let a fresh process
-continue every thread with the invariants intact.
+continue every thread with the invariants intact. Each campaign runs on an SQLite
+file and on PostgreSQL (``new_archive``); a PostgreSQL server restarted mid-run is
+in test_postgres.py.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import sqlite3
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
-from invariants import check_after_crash, check_db, crash_writer
+from conftest import NewArchive
+from invariants import check_after_crash, check_db, crash_writer, open_archive
 
 from context_distill import SQLiteMemoryStore
 from context_distill.store import SCHEMA_VERSION
@@ -33,7 +37,7 @@ TURNS = 12
 
 
 def fork_writer(
-    db: Path, ack: Path, seed: int, phase: str, crash_at: int, *, kill_after_s: float | None = None
+    db: Any, ack: Path, seed: int, phase: str, crash_at: int, *, kill_after_s: float | None = None
 ) -> int:
     """Run ``crash_writer`` in a forked child; return how it ended (-9: killed)."""
     pid = os.fork()
@@ -42,7 +46,7 @@ def fork_writer(
         errors = os.open(f"{ack}.stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(errors, 2)
         try:
-            crash_writer(str(db), str(ack), seed, THREADS, TURNS, phase, crash_at)
+            crash_writer(db, str(ack), seed, THREADS, TURNS, phase, crash_at)
         except BaseException:
             traceback.print_exc()
             code = 3
@@ -71,40 +75,49 @@ def fork_writer(
     return code
 
 
-def statements_in(tmp_path: Path, phase: str, seed: int) -> int:
-    """How many SQLite statements a phase runs, from an uninterrupted run."""
-    db = tmp_path / f"count-{phase}.db"
+def statements_in(new_archive: NewArchive, tmp_path: Path, phase: str, seed: int) -> int:
+    """How many statements a phase runs, from an uninterrupted run."""
+    db = new_archive(f"count-{phase}")
     if phase == "work":
-        SQLiteMemoryStore(db).close()
-    return crash_writer(
-        str(db), str(tmp_path / f"count-{phase}.ack"), seed, THREADS, TURNS, phase, 0
-    )
+        open_archive(db).close()
+    return crash_writer(db, str(tmp_path / f"count-{phase}.ack"), seed, THREADS, TURNS, phase, 0)
 
 
-def test_kill_at_every_statement_of_the_migration(tmp_path: Path) -> None:
-    total = statements_in(tmp_path, "migrate", 1)
+def test_kill_at_every_statement_of_the_migration(new_archive: NewArchive, tmp_path: Path) -> None:
+    total = statements_in(new_archive, tmp_path, "migrate", 1)
     assert total > 5
     for n in range(1, total + 1):
-        db = tmp_path / f"m{n}.db"
+        db = new_archive(f"m{n}")
         code = fork_writer(db, tmp_path / f"m{n}.ack", 1, "migrate", n)
         assert code == -signal.SIGKILL, f"writer ended with {code} instead of being killed"
         problems = check_db(db)
         assert not problems, f"killed at migration statement {n}/{total}: {problems}"
-        with SQLiteMemoryStore(db) as store:  # opens, finishes the migration
-            assert store.schema_version == SCHEMA_VERSION
-            assert store.integrity_ok()
+        with open_archive(db) as store:  # opens, finishes the migration
+            assert store.schema_version == store_schema_version(store)
+            assert not isinstance(store, SQLiteMemoryStore) or store.integrity_ok()
         assert not check_db(db)
 
 
-def test_kill_at_statements_inside_archive_and_distillation(tmp_path: Path) -> None:
+def store_schema_version(store: Any) -> int:
+    """The schema version this library writes for the store's backend."""
+    if isinstance(store, SQLiteMemoryStore):
+        return SCHEMA_VERSION
+    from context_distill.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+
+    return PG_SCHEMA_VERSION
+
+
+def test_kill_at_statements_inside_archive_and_distillation(
+    new_archive: NewArchive, tmp_path: Path
+) -> None:
     seed = 2
-    total = statements_in(tmp_path, "work", seed)
+    total = statements_in(new_archive, tmp_path, "work", seed)
     assert total > 100
     rng = random.Random(20240611)
     points = sorted(rng.sample(range(1, total + 1), 12))
     checked = 0
     for n in points:
-        db = tmp_path / f"w{n}.db"
+        db = new_archive(f"w{n}")
         ack = tmp_path / f"w{n}.ack"
         code = fork_writer(db, ack, seed, "work", n)
         assert code == -signal.SIGKILL, f"writer ended with {code} instead of being killed"
@@ -114,21 +127,21 @@ def test_kill_at_statements_inside_archive_and_distillation(tmp_path: Path) -> N
     assert checked > 0
 
 
-def writer_seconds(tmp_path: Path, seed: int) -> float:
+def writer_seconds(new_archive: NewArchive, tmp_path: Path, seed: int) -> float:
     """How long an uninterrupted writer runs here (kill times are drawn within it)."""
     started = time.monotonic()
-    fork_writer(tmp_path / "timing.db", tmp_path / "timing.ack", seed, "none", 0)
+    fork_writer(new_archive("timing"), tmp_path / "timing.ack", seed, "none", 0)
     return time.monotonic() - started
 
 
-def test_kill_at_random_moments(tmp_path: Path) -> None:
+def test_kill_at_random_moments(new_archive: NewArchive, tmp_path: Path) -> None:
     rng = random.Random(7)
-    span = writer_seconds(tmp_path, 100)
+    span = writer_seconds(new_archive, tmp_path, 100)
     killed = 0
     checked = 0
     for run in range(6):
         seed = 100 + run
-        db = tmp_path / f"r{run}.db"
+        db = new_archive(f"r{run}")
         ack = tmp_path / f"r{run}.ack"
         code = fork_writer(db, ack, seed, "none", 0, kill_after_s=rng.uniform(0.05, 0.9) * span)
         assert code in (0, -signal.SIGKILL), f"writer failed with exit code {code}"
@@ -140,11 +153,11 @@ def test_kill_at_random_moments(tmp_path: Path) -> None:
     assert checked > 0
 
 
-def test_repeated_crashes_on_one_archive(tmp_path: Path) -> None:
-    """Several writers killed one after another on the same file, each resuming."""
-    db = tmp_path / "same.db"
+def test_repeated_crashes_on_one_archive(new_archive: NewArchive, tmp_path: Path) -> None:
+    """Several writers killed one after another on the same archive, each resuming."""
+    db = new_archive("same")
     rng = random.Random(11)
-    span = writer_seconds(tmp_path, 300)
+    span = writer_seconds(new_archive, tmp_path, 300)
     for run in range(4):
         ack = tmp_path / f"same{run}.ack"
         seed = 300 + run

@@ -193,7 +193,8 @@ def units(draw: st.DrawFn, with_ids: bool, junk: bool = True) -> list[BaseMessag
             return [ToolMessage(content=content(), id=mid(), tool_call_id=draw(call_ids))]
     except Exception:
         assume(False)  # LangChain itself refuses to build it: not an input we can get
-    return [draw(st.sampled_from([{"role": "user", "content": "hi"}, "hello", None, 42]))]
+    # What convert_to_messages cannot read either (dicts, tuples and strings are messages).
+    return [draw(st.sampled_from([{"content": "no role"}, ("robot", "x"), None, 42]))]
 
 
 def _batch(parts: list[list[Any]]) -> list[Any]:
@@ -780,7 +781,7 @@ def test_chat_history_refuses_non_messages(tmp_path: Path) -> None:
     engine = engine_for(tmp_path / "junk.db", 120, None)
     history = DistillingChatMessageHistory(InMemoryChatMessageHistory(), engine, thread_id="j")
     history.add_messages([HumanMessage("task", id="t")])
-    for junk in ({"role": "user", "content": "hi"}, "hello", None):
+    for junk in ({"content": "no role"}, ("robot", "x"), None, 42):
         with pytest.raises(ContextDistillError):
             history.add_messages([junk])  # type: ignore[list-item]
     engine.store.close()

@@ -22,15 +22,8 @@ from tiny_lm import tiny_loaded, tiny_tokenizer
 from context_distill.distillers import Distiller, generative
 from context_distill.distillers.generative import GenerativeDistiller
 from context_distill.grounding import check_fact
-from context_distill.models.decoding import (
-    _common_prefix,
-    _FastDecoder,
-    answer_text,
-    greedy_generate,
-    is_supported,
-    prefix_cache,
-    stop_tables,
-)
+from context_distill.models.decoding import answer_text, greedy_generate, is_supported, stop_tables
+from context_distill.models.fast_decoder import FastDecoder, common_prefix, prefix_cache
 from context_distill.models.loading import LoadedModel
 from context_distill.types import Fact, Group, GroupFacts
 
@@ -85,7 +78,7 @@ def test_fast_decoder_equals_generate(kv_heads: int) -> None:
     assert is_supported(loaded.model)
     prompts = [loaded.tokenizer(p).input_ids for p in PROMPTS]
     tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
-    rows = _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
+    rows = FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
     assert rows == hf_greedy(loaded, prompts, 10)
     assert len({tuple(r) for r in rows}) == 3  # the tiny model says different things
 
@@ -98,13 +91,13 @@ def test_the_static_full_length_step_a_cuda_graph_replays_is_exact(
     loaded = tiny_loaded(seed=3)
     prompts = [loaded.tokenizer(p).input_ids for p in PROMPTS]
     tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
-    eager = _FastDecoder._decode_eager
+    eager = FastDecoder._decode_eager
 
     def full_length(self: Any, *args: Any, full: bool) -> None:
         eager(self, *args, full=True)
 
-    monkeypatch.setattr(_FastDecoder, "_decode_eager", full_length)
-    rows = _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
+    monkeypatch.setattr(FastDecoder, "_decode_eager", full_length)
+    rows = FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False)
     assert rows == hf_greedy(loaded, prompts, 10)
 
 
@@ -112,12 +105,12 @@ def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing() -> None:
     loaded = tiny_loaded(seed=3)
     head = "Keep names, numbers and dates exactly as written; one fact per line. "
     prompts = [loaded.tokenizer(head + p).input_ids for p in PROMPTS]
-    assert _common_prefix(prompts) >= 8
+    assert common_prefix(prompts) >= 8
     tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
     expected = hf_greedy(loaded, prompts, 10)
-    assert _FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False) == expected
+    assert FastDecoder(loaded, tables).run(prompts, [10, 10, 10], cuda_graphs=False) == expected
     assert len(prefix_cache(loaded)) == 1
-    again = _FastDecoder(loaded, tables).run(prompts[::-1], [10, 10, 10], cuda_graphs=False)
+    again = FastDecoder(loaded, tables).run(prompts[::-1], [10, 10, 10], cuda_graphs=False)
     assert again == expected[::-1] and len(prefix_cache(loaded)) == 1  # reused
 
 
@@ -125,15 +118,15 @@ def test_rows_stop_at_their_cap_and_at_stop_tokens() -> None:
     loaded = tiny_loaded(seed=3)
     prompts = [loaded.tokenizer(p).input_ids for p in PROMPTS]
     tables = no_stops(stop_tables(loaded, len(loaded.tokenizer)))
-    free = _FastDecoder(loaded, tables).run(prompts, [12, 12, 12], cuda_graphs=False)
-    capped = _FastDecoder(loaded, tables).run(prompts, [3, 7, 12], cuda_graphs=False)
+    free = FastDecoder(loaded, tables).run(prompts, [12, 12, 12], cuda_graphs=False)
+    capped = FastDecoder(loaded, tables).run(prompts, [3, 7, 12], cuda_graphs=False)
     assert [len(r) for r in capped] == [3, 7, 12]
     assert capped[2] == free[2]
     # Make the fourth token of row 0 a stop token: row 0 ends there, on the device.
     stop_token = free[0][3]
     stops = tables.stop.clone()
     stops[stop_token] = True
-    stopped = _FastDecoder(loaded, replace(tables, stop=stops)).run(
+    stopped = FastDecoder(loaded, replace(tables, stop=stops)).run(
         prompts, [12, 12, 12], cuda_graphs=False
     )
     first = stopped[0].index(stop_token)

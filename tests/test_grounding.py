@@ -188,3 +188,9 @@ def test_source_index_checks_many_facts_and_splits_them() -> None:
 def test_empty_or_trivial_facts() -> None:
     assert check_fact("", CHAT).grounded  # nothing stated, nothing invented
     assert check_fact("powerful", CHAT).grounded
+
+
+def test_a_day_that_does_not_exist_in_the_conversation_year_is_no_crash() -> None:
+    # "29 February" said in 2023: the source still grounds the fact word for word.
+    assert is_grounded("met on 29 February", "We met on 29 February.", ANCHOR)
+    assert is_grounded("due 31 April", "Due 31 April, they said.", ANCHOR)

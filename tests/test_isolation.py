@@ -174,7 +174,8 @@ SQL_CALLS = {"execute", "executemany", "executescript", "_rows", "query", "execu
 class _Scope:
     """Assignments in one function, to tell where an interpolated name comes from."""
 
-    def __init__(self, func: ast.AST) -> None:
+    def __init__(self, func: ast.AST, parent: _Scope | None = None) -> None:
+        self.parent = parent  # the enclosing function's scope (names a closure reads)
         self.values: dict[str, list[ast.AST]] = {}
         self.safe_params: set[str] = set()
         self.wrapper_params: set[str] = set()
@@ -234,8 +235,39 @@ def _safe(node: ast.AST, scope: _Scope, seen: frozenset[str] = frozenset()) -> b
         return _safe(node.body, scope, seen) and _safe(node.orelse, scope, seen)
     if isinstance(node, (ast.Tuple, ast.List)):
         return all(_safe(e, scope, seen) for e in node.elts)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return node.func.id in ("int", "float", "len")  # numbers cannot carry SQL
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id
+        in (
+            "int",
+            "float",
+            "len",
+        )
+    ):
+        return True  # numbers cannot carry SQL
+    if isinstance(node, ast.Call) and _callee(node) in ("Identifier", "Literal"):
+        return True  # psycopg quotes whatever these hold: a name, or a value
+    if isinstance(node, ast.Call) and _callee(node) in SQL_COMPOSERS:
+        # psycopg's sql.SQL and the PostgreSQL store's Names.q: composed SQL is safe
+        # when every piece it is composed from is.
+        return all(_safe(a, scope, seen) for a in node.args) and all(
+            _safe(k.value, scope, seen) for k in node.keywords
+        )
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("join", "format")
+        and isinstance(node.func.value, ast.Call)
+        and _callee(node.func.value) in SQL_COMPOSERS
+    ):
+        return (
+            _safe(node.func.value, scope, seen)
+            and all(_safe(a, scope, seen) for a in node.args)
+            and all(_safe(k.value, scope, seen) for k in node.keywords)
+        )
+    if isinstance(node, ast.ListComp):
+        return _safe(node.elt, scope, seen)
     if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
@@ -265,10 +297,29 @@ def _safe(node: ast.AST, scope: _Scope, seen: frozenset[str] = frozenset()) -> b
             return True
         if node.id in scope.wrapper_params:
             return True  # SQL handed to a wrapper whose own call sites are checked
-        if node.id in seen or node.id not in scope.values:
+        if node.id in seen:
             return False
+        if node.id not in scope.values:  # a closure: the enclosing function's name
+            return scope.parent is not None and _safe(node, scope.parent, seen)
         return all(_safe(v, scope, seen | {node.id}) for v in scope.values[node.id])
     return False
+
+
+SQL_COMPOSERS = {"SQL", "Identifier", "Literal", "q"}
+
+
+def _callee(node: ast.Call) -> str | None:
+    if isinstance(node.func, ast.Name):
+        return node.func.id
+    if isinstance(node.func, ast.Attribute):
+        return node.func.attr
+    return None
+
+
+def _scope_of(func: ast.AST, enclosing: dict[int, ast.AST]) -> _Scope:
+    """The scope of ``func``, chained to the scopes of the functions around it."""
+    outer = enclosing.get(id(func))
+    return _Scope(func, None if outer is None else _scope_of(outer, enclosing))
 
 
 def unsafe_sql(source: str, name: str = "<source>") -> list[str]:
@@ -279,9 +330,12 @@ def unsafe_sql(source: str, name: str = "<source>") -> list[str]:
         n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     ]
     owner: dict[int, ast.AST] = {}
+    enclosing: dict[int, ast.AST] = {}  # function -> the function around it
     for func in functions:  # innermost function wins: walk order is outer first
         for node in ast.walk(func):
             owner[id(node)] = func
+            if node is not func and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                enclosing[id(node)] = func
     for node in ast.walk(tree):
         built = None
         if isinstance(node, ast.JoinedStr):
@@ -306,13 +360,12 @@ def unsafe_sql(source: str, name: str = "<source>") -> list[str]:
             and isinstance(node.func, ast.Attribute)
             and node.func.attr in SQL_CALLS
             and node.args
-            and not isinstance(node.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp))
-            and isinstance(node.args[0], ast.Name)
+            and isinstance(node.args[0], (ast.Name, ast.Call))
         ):
-            built = node.args[0]  # SQL passed in a variable: where does it come from?
+            built = node.args[0]  # SQL in a variable or made by a call: where from?
         if built is None:
             continue
-        scope = _Scope(owner.get(id(node), tree))
+        scope = _scope_of(owner.get(id(node), tree), enclosing)
         if isinstance(node, ast.Call) and node.func.attr == "format":  # type: ignore[union-attr]
             ok = all(_safe(a, scope) for a in node.args) and all(
                 _safe(k.value, scope) for k in node.keywords
@@ -347,6 +400,10 @@ def test_no_sql_in_the_package_is_built_from_user_data() -> None:
         "    conn.execute(f'SELECT 1 FROM t WHERE id IN ({marks})')",
         "def f(conn, q):\n    where = 'WHERE x = ' + q\n"
         "    conn.execute(f'SELECT 1 FROM t {where}')",
+        "def f(cur, tid):\n    cur.execute(sql.SQL(f\"SELECT 1 FROM t WHERE id = '{tid}'\"))",
+        "def f(self, text):\n    self._rows(self._n.q(text))",
+        "def f(cur, tid):\n    cur.execute(sql.SQL('SELECT {}').format(sql.SQL(tid)))",
+        "def f(cur, tid):\n    def body():\n        cur.execute(f'DELETE FROM t WHERE id = {tid}')",
     ],
 )
 def test_the_sql_check_catches_built_sql(snippet: str) -> None:
@@ -365,6 +422,14 @@ def test_the_sql_check_catches_built_sql(snippet: str) -> None:
         "def _rows(self, sql, params):\n    return self.conn.execute(sql, params)",
         "def f(conn, ids):\n    marks = ', '.join('?' * len(ids))\n"
         "    conn.execute(f'SELECT 1 FROM t WHERE id IN ({marks})', ids)",
+        "def f(cur, terms, tid):\n"
+        "    match = sql.SQL(' && ').join([q('to_tsquery(%s)') for _ in terms])\n"
+        "    statement = q('SELECT 1 FROM {t} WHERE {match}', match=match)\n"
+        "    cur.execute(statement, (tid,))",
+        "def f(cur, schema):\n"
+        "    cur.execute(sql.SQL('DROP SCHEMA {}').format(sql.Identifier(schema)))",
+        "def _rows(self, query, params):\n    def body(cur):\n        cur.execute(query, params)\n"
+        "    return self.run(body)",
     ],
 )
 def test_the_sql_check_accepts_parameterised_sql(snippet: str) -> None:

@@ -57,8 +57,11 @@ def test_threads_and_coroutines_exclude_each_other() -> None:
 
 
 def test_a_waiting_coroutine_does_not_block_its_loop() -> None:
+    """The lock is released only once the loop has run 20 ticks while a coroutine
+    waits for it: a waiter that blocked its loop would wait forever (timeout)."""
     lock = DualLock()
-    lock.acquire()  # held by "another thread" for a while
+    lock.acquire()  # held by "another thread"
+    ticked = threading.Event()
     ticks = 0
 
     async def ticker() -> None:
@@ -66,20 +69,23 @@ def test_a_waiting_coroutine_does_not_block_its_loop() -> None:
         while True:
             await asyncio.sleep(0.001)
             ticks += 1
+            if ticks == 20:
+                ticked.set()
 
-    async def main() -> float:
+    def releaser() -> None:
+        if ticked.wait(30):
+            lock.release()
+
+    async def main() -> int:
         tick = asyncio.create_task(ticker())
-        threading.Timer(0.1, lock.release).start()
-        started = time.perf_counter()
-        await lock.aacquire()
-        waited = time.perf_counter() - started
+        threading.Thread(target=releaser, daemon=True).start()
+        await asyncio.wait_for(lock.aacquire(), 30)
+        seen = ticks
         lock.release()
         tick.cancel()
-        return waited
+        return seen
 
-    waited = asyncio.run(main())
-    assert waited >= 0.09
-    assert ticks > 10, "the loop stood still while the coroutine waited for the lock"
+    assert asyncio.run(main()) >= 20
 
 
 def test_waiters_get_the_lock_in_arrival_order() -> None:

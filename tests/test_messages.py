@@ -13,7 +13,20 @@ from langchain_core.messages import (
 )
 
 from context_distill.errors import InvalidMessageError
-from context_distill.messages import derived_id, digest, from_json, text_of, to_json, validate
+from context_distill.messages import (
+    block_text,
+    chat_role,
+    derived_id,
+    digest,
+    from_json,
+    plain_text,
+    prose_of,
+    role_label,
+    text_of,
+    to_json,
+    validate,
+)
+from context_distill.tokens import block_text as block_text_from_tokens
 
 
 @pytest.mark.parametrize(
@@ -90,3 +103,38 @@ def test_non_json_kwargs_cannot_be_archived_exactly() -> None:
     message = HumanMessage("x", additional_kwargs={"when": object()})
     with pytest.raises(InvalidMessageError, match="cannot be archived exactly"):
         to_json(message, 7)
+
+
+def test_the_three_texts_of_one_message() -> None:
+    message = AIMessage(
+        content=[
+            {"type": "reasoning", "reasoning": "think"},
+            {"type": "text", "text": "The refund is "},
+            {"type": "text", "text": "30 days."},
+            {"type": "image", "url": "x"},
+        ],
+        tool_calls=[{"name": "lookup", "args": {"q": "Berlin"}, "id": "c1"}],
+    )
+    assert prose_of(message) == "The refund is \n30 days.\n[image]"  # words said, media named
+    assert plain_text(message) == "The refund is 30 days."  # as a provider reads it
+    assert "think" in text_of(message) and "lookup(" in text_of(message)  # all, for search
+    assert prose_of(HumanMessage("plain")) == plain_text(HumanMessage("plain")) == "plain"
+
+
+def test_block_text() -> None:
+    assert block_text({"type": "text", "text": "hi"}) == "hi"
+    assert block_text({"type": "image", "url": "x"}) is None
+    assert block_text({"type": "tool_use", "id": "1"}) == '{"id": "1", "type": "tool_use"}'
+    assert block_text_from_tokens is block_text
+
+
+def test_role_label_names_the_speaker() -> None:
+    assert role_label(HumanMessage("x")) == "User"
+    assert role_label(AIMessage("x")) == "Assistant"
+    assert role_label(HumanMessage("x", name="ann")) == "ann"
+    assert role_label(ToolMessage("x", tool_call_id="c")) == "Tool"
+    assert [chat_role(m) for m in (SystemMessage("x"), HumanMessage("x"), AIMessage("x"))] == [
+        "system",
+        "user",
+        "assistant",
+    ]

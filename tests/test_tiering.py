@@ -225,15 +225,19 @@ def test_older_results_show_as_facts_while_calls_stay_verbatim(tmp_path: Path) -
 
 def test_a_restart_shows_the_same_reduced_view(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
-    history = session(28)
-    first = replay(engine_for(SQLiteMemoryStore(db), memory_share=0.1), history)[-1]
-    assert _reduced(first.view) and first.stats.distillations, "setup"
-    cold = engine_for(SQLiteMemoryStore(db), memory_share=0.1)
+    options: dict[str, Any] = {"memory_share": 0.1, "keep_recent_tokens": 2500}
+    probe = replay(engine_for(SQLiteMemoryStore(":memory:"), **options), session(60))
+    # A length at which the view holds reduced results beside a memory block.
+    end = max(n + 1 for n, u in enumerate(probe) if _reduced(u.view) and u.stats.distillations)
+    history = session(60)[:end]
+    first = replay(engine_for(SQLiteMemoryStore(db), **options), history)[-1]
+    assert render(first.view) == render(probe[end - 1].view)
+    cold = engine_for(SQLiteMemoryStore(db), **options)
     again = cold.update("t", history)  # a new process, the whole history at once
     assert render(again.view) == render(first.view)
     assert not again.distilled
     held = list(first.view)  # a caller that keeps the compact view (rewrite style)
-    warm = engine_for(SQLiteMemoryStore(db), memory_share=0.1)
+    warm = engine_for(SQLiteMemoryStore(db), **options)
     assert render(warm.update("t", held).view) == render(first.view)
     assert not check_db(db)
 
@@ -241,7 +245,7 @@ def test_a_restart_shows_the_same_reduced_view(tmp_path: Path) -> None:
 def test_a_reduced_result_distilled_whole_reaches_the_memory_block_once(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     store = SQLiteMemoryStore(db)
-    engine = engine_for(store, memory_share=0.1)
+    engine = engine_for(store, memory_share=0.1, keep_recent_tokens=2500)
     history = session(60)
     final = replay(engine, history)[-1]
     log = store.distillations("t")
@@ -255,8 +259,8 @@ def test_a_reduced_result_distilled_whole_reaches_the_memory_block_once(tmp_path
     assert went_whole, "setup: some reduced results were distilled whole later"
     memory = next(m for m in final.view if m.additional_kwargs.get(MARKER_KEY) == MEMORY_MARK)
     text = str(memory.content)
+    assert "tool result →" not in text  # the reductions' own facts never join the block
     for fact in went_whole:
-        assert fact.text not in text  # the reduction's own facts never join the block
         i = fact.source_ids[0][1:]
         assert text.count(f"src/pkg_{i}/module_0.py") <= 1
     assert not check_db(db)

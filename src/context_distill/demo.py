@@ -1,455 +1,218 @@
-"""A scripted coding-agent session, for the demo and the benchmarks.
+"""The demo: the scripted agent session through the engine, with and without distillation.
 
-A deterministic session of a few hundred tool calls: an agent hunting a bug in a
-checkout service reads files, greps, calls a JSON API, runs tests that fail and
-then pass, hits errors, and makes a few parallel calls. Nothing here talks to a
-model or the network.
+``run_demo`` calls the engine once per model call of the session, as an agent
+would, and reports what the model would have seen without context-distill and
+with it, the KV cache that costs on a serving model, and one early detail
+recalled word for word from the archive. The session itself is in
+``demo_session``.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage
 
-SYSTEM_PROMPT = (
-    "You are a careful software engineering agent. You work in the repository at "
-    "/srv/shop. Use the tools to read code, search, call the staging API and run tests. "
-    "Make minimal changes and keep every test green."
-)
-TASK = (
-    "Checkout returns HTTP 500 for orders that use a discount code (customer report "
-    "ticket SUP-4471, order ord_7Q2X9). Find the cause, fix it, add a regression test, "
-    "and make sure the whole test suite passes."
-)
-#: A detail of the first tool results that the demo recalls at the end, verbatim.
-EARLY_DETAIL = "discount_pct"
+from .demo_session import EARLY_DETAIL, SYSTEM_PROMPT, TASK, build_session, tool_calls_in
+from .engine import ContextDistiller, ContextStats
+from .errors import StoreError
+from .messages import text_of
+from .store import SQLiteMemoryStore
 
-_MODULES = [
-    "checkout",
-    "pricing",
-    "discounts",
-    "orders",
-    "payments",
-    "inventory",
-    "shipping",
-    "customers",
-    "tax",
-    "receipts",
-    "refunds",
-    "catalog",
+__all__ = [
+    "EARLY_DETAIL",
+    "SERVING_MODELS",
+    "SYSTEM_PROMPT",
+    "TASK",
+    "DemoResult",
+    "ServingModel",
+    "build_session",
+    "run_demo",
+    "tool_calls_in",
 ]
-_VERBS = [
-    "load",
-    "apply",
-    "compute",
-    "validate",
-    "build",
-    "fetch",
-    "store",
-    "render",
-    "normalize",
-    "merge",
-    "split",
-    "round",
-    "check",
-    "resolve",
-    "emit",
-]
-_NOUNS = [
-    "order",
-    "cart",
-    "line_item",
-    "discount",
-    "coupon",
-    "total",
-    "tax_rate",
-    "invoice",
-    "payment",
-    "shipment",
-    "customer",
-    "price",
-    "currency",
-    "receipt",
-    "refund",
-]
+
+DEMO_THREAD = "demo"
 
 
 @dataclass(frozen=True)
-class Step:
-    """One assistant turn: its calls, their results, and a remark."""
+class ServingModel:
+    """Enough of a model's shape to know its KV-cache bytes per token."""
 
-    remark: str
-    calls: list[tuple[str, dict[str, object], str, str]]  # name, args, result, status
+    name: str
+    layers: int
+    kv_heads: int
+    head_dim: int
+    bytes_per_value: int = 2  # bf16
 
-
-def _code_file(rng: random.Random, module: str, lines: int) -> str:
-    out = [
-        f'"""{module.capitalize()} logic for the shop service."""',
-        "",
-        "from decimal import Decimal",
-        f"from shop.models import {module.capitalize()}Record",
-        "",
-    ]
-    while len(out) < lines:
-        verb, noun = rng.choice(_VERBS), rng.choice(_NOUNS)
-        args = ", ".join(rng.sample(["order", "cart", "ctx", "amount", "code", "rate"], 2))
-        out.append(f"def {verb}_{noun}({args}):")
-        out.append(f'    """{verb.capitalize()} the {noun.replace("_", " ")}."""')
-        for _ in range(rng.randint(3, 8)):
-            target = rng.choice(_NOUNS)
-            op = rng.choice(
-                [
-                    "Decimal(amount)",
-                    f"ctx.get('{target}')",
-                    f"{target} * rate",
-                    f"round({target}, 2)",
-                    f"{args.split(', ')[0]}.{target}",
-                ]
-            )
-            out.append(f"    {target} = {op}")
-        if rng.random() < 0.15:
-            out.append("    # TODO: handle currencies without minor units")
-        out.append(f"    return {rng.choice(_NOUNS)}")
-        out.append("")
-    return "\n".join(out)
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_value
 
 
-def _pytest_output(rng: random.Random, failed: list[tuple[str, str]], passed: int) -> str:
-    lines = [
-        "============================= test session starts ==============================",
-        "platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0",
-        "rootdir: /srv/shop",
-        f"collected {passed + len(failed)} items",
-        "",
-    ]
-    files = sorted({name.split("::")[0] for name, _ in failed} | {"tests/test_orders.py"})
-    for file in files:
-        marks = "".join(rng.choice("....F") if failed else "." for _ in range(rng.randint(8, 20)))
-        lines.append(f"{file} {marks}")
-    lines.append("")
-    for name, error in failed:
-        lines += [
-            "=" * 30 + " FAILURES " + "=" * 30,
-            f"___ {name.split('::')[1]} ___",
-            "",
-            "    def test_case():",
-            ">       result = checkout(order)",
-            "",
-            f"E       {error}",
-            "",
-            f"{name.split('::')[0]}:42: {error.split(':')[0]}",
-        ]
-    lines.append("=========================== short test summary info ============================")
-    for name, error in failed:
-        lines.append(f"FAILED {name} - {error}")
-    summary = f"{len(failed)} failed, {passed} passed" if failed else f"{passed} passed"
-    lines.append(
-        f"======================== {summary} in {rng.uniform(1, 9):.2f}s ========================"
-    )
-    return "\n".join(lines)
+SERVING_MODELS = {
+    "llama-3.1-8b": ServingModel("Llama-3.1-8B-Instruct", 32, 8, 128),
+    "llama-3.1-70b": ServingModel("Llama-3.1-70B-Instruct", 80, 8, 128),
+    "qwen2.5-7b": ServingModel("Qwen2.5-7B-Instruct", 28, 4, 128),
+    "mistral-7b": ServingModel("Mistral-7B-Instruct-v0.3", 32, 8, 128),
+}
 
 
-def _order_json(rng: random.Random, order_id: str, discount: bool) -> str:
-    items = [
-        {
-            "sku": f"SKU-{rng.randint(1000, 9999)}",
-            "qty": rng.randint(1, 4),
-            "unit_price": round(rng.uniform(3, 80), 2),
+@dataclass
+class DemoResult:
+    """What one run of the demo measured."""
+
+    model: ServingModel
+    budget: int
+    distiller: str
+    tool_calls: int
+    full: list[int] = field(default_factory=list)  # tokens of the history at each model call
+    view: list[int] = field(default_factory=list)  # tokens the model saw at each call
+    stats: ContextStats | None = None
+    archive: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    recall_ref: int | None = None
+    recall_role: str = ""
+    recall_id: str | None = None
+    recall_line: str = ""
+    db: str | None = None  # where the archive was kept (None: discarded)
+
+    def as_dict(self) -> dict[str, Any]:
+        kv = self.model.kv_bytes_per_token
+        gib = 1024**3
+        stats = self.stats
+        return {
+            "budget": self.budget,
+            "distiller": self.distiller,
+            "tool_calls": self.tool_calls,
+            "model_calls": len(self.full),
+            "tokens_at_last_call": {"without": self.full[-1], "with": self.view[-1]},
+            "peak_tokens": {"without": max(self.full), "with": max(self.view)},
+            "total_tokens": {"without": sum(self.full), "with": sum(self.view)},
+            "kv_cache_peak_gib": {
+                "model": self.model.name,
+                "without": round(max(self.full) * kv / gib, 3),
+                "with": round(max(self.view) * kv / gib, 3),
+            },
+            "archive": self.archive,
+            "distillations": stats.distillations if stats else 0,
+            "failures": stats.failures if stats else 0,
+            "seconds": round(self.seconds, 3),
+            "recall": {
+                "query": EARLY_DETAIL,
+                "ref": self.recall_ref,
+                "role": self.recall_role,
+                "message_id": self.recall_id,
+                "line": self.recall_line,
+            },
+            "db": self.db,
         }
-        for _ in range(rng.randint(1, 4))
-    ]
-    body = {
-        "order_id": order_id,
-        "customer_id": f"cus_{rng.randint(10000, 99999)}",
-        "status": "failed" if discount else "paid",
-        "currency": "EUR",
-        "items": items,
-        "discount": {"code": "SPRING24", "discount_pct": None} if discount else None,
-        "total": round(sum(i["qty"] * i["unit_price"] for i in items), 2),  # type: ignore[operator]
-        "created_at": (
-            f"2026-11-{rng.randint(1, 20):02d}T{rng.randint(8, 20)}:{rng.randint(10, 59)}:00Z"
-        ),
-        "request_id": f"req_{rng.getrandbits(48):012x}",
-        "source": "staging-api v3",
-    }
-    return json.dumps(body, indent=2)
 
 
-def _steps(rng: random.Random) -> Iterator[Step]:
-    yield Step(
-        "Let me reproduce the failure first.",
-        [
-            (
-                "run_tests",
-                {"path": "tests/"},
-                _pytest_output(
-                    rng,
-                    [
-                        ("tests/test_checkout.py::test_discount_code", "KeyError: 'discount_pct'"),
-                        (
-                            "tests/test_checkout.py::test_discount_rounding",
-                            "KeyError: 'discount_pct'",
-                        ),
-                    ],
-                    212,
-                ),
-                "success",
-            )
-        ],
-    )
-    yield Step(
-        "I'll look at the failing order and the checkout module together.",
-        [
-            (
-                "http_get",
-                {"url": "https://staging.shop.internal/api/orders/ord_7Q2X9"},
-                _order_json(rng, "ord_7Q2X9", True),
-                "success",
-            ),
-            (
-                "read_file",
-                {"path": "src/shop/checkout.py"},
-                _code_file(rng, "checkout", 90),
-                "success",
-            ),
-        ],
-    )
-    for index in range(180):
-        module = _MODULES[index % len(_MODULES)]
-        kind = index % 10
-        if kind in (0, 5):
-            yield Step(
-                f"Reading the {module} module.",
-                [
-                    (
-                        "read_file",
-                        {"path": f"src/shop/{module}.py"},
-                        _code_file(rng, module, rng.randint(40, 110)),
-                        "success",
-                    )
-                ],
-            )
-        elif kind == 1:
-            hits = "\n".join(
-                f"src/shop/{rng.choice(_MODULES)}.py:{rng.randint(5, 300)}:    "
-                f"pct = data['discount_pct']"
-                for _ in range(rng.randint(2, 9))
-            )
-            yield Step(
-                "Searching for other uses.",
-                [("grep", {"pattern": "discount_pct", "path": "src/"}, hits, "success")],
-            )
-        elif kind == 2:
-            order_id = f"ord_{rng.getrandbits(30):08X}"
-            yield Step(
-                "Checking more orders in parallel.",
-                [
-                    (
-                        "http_get",
-                        {"url": f"https://staging.shop.internal/api/orders/{order_id}"},
-                        _order_json(rng, order_id, rng.random() < 0.3),
-                        "success",
-                    ),
-                    (
-                        "http_get",
-                        {"url": f"https://staging.shop.internal/api/customers/cus_{index}"},
-                        json.dumps(
-                            {
-                                "customer_id": f"cus_{index}",
-                                "tier": rng.choice(["gold", "basic"]),
-                                "country": rng.choice(["DE", "FR", "NL"]),
-                                "request_id": "req_x",
-                            }
-                        ),
-                        "success",
-                    ),
-                ],
-            )
-        elif kind == 3:
-            failing = (
-                []
-                if index > 150
-                else [
-                    (
-                        f"tests/test_{module}.py::test_{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}",
-                        rng.choice(
-                            [
-                                "KeyError: 'discount_pct'",
-                                "AssertionError: assert Decimal('9.99') == Decimal('10.00')",
-                                "TypeError: unsupported operand type(s) for *: "
-                                "'NoneType' and 'Decimal'",
-                            ]
-                        ),
-                    )
-                ]
-            )
-            yield Step(
-                "Running the module's tests.",
-                [
-                    (
-                        "run_tests",
-                        {"path": f"tests/test_{module}.py"},
-                        _pytest_output(rng, failing, rng.randint(10, 40)),
-                        "success",
-                    )
-                ],
-            )
-        elif kind == 4:
-            yield Step(
-                "Listing the package.",
-                [
-                    (
-                        "list_dir",
-                        {"path": f"src/shop/{module}"},
-                        "\n".join(
-                            f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}.py"
-                            for _ in range(rng.randint(4, 14))
-                        ),
-                        "success",
-                    )
-                ],
-            )
-        elif kind == 6:
-            yield Step(
-                "Trying the migration script.",
-                [
-                    (
-                        "run_command",
-                        {"cmd": f"python -m shop.migrate --check {module}"},
-                        "Traceback (most recent call last):\n"
-                        f'  File "/srv/shop/src/shop/{module}.py", line {rng.randint(10, 200)}, '
-                        f"in {rng.choice(_VERBS)}_{rng.choice(_NOUNS)}\n"
-                        f"    rate = ctx['{rng.choice(_NOUNS)}']\n"
-                        f"KeyError: '{rng.choice(_NOUNS)}'",
-                        "error",
-                    )
-                ],
-            )
-        elif kind == 7:
-            yield Step(
-                "Editing the file.",
-                [
-                    (
-                        "write_file",
-                        {
-                            "path": f"src/shop/{module}.py",
-                            "content": _code_file(rng, module, rng.randint(20, 40)),
-                        },
-                        f"wrote src/shop/{module}.py ({rng.randint(800, 4000)} bytes)",
-                        "success",
-                    )
-                ],
-            )
-        elif kind == 8:
-            yield Step(
-                "Checking the pricing API in parallel.",
-                [
-                    (
-                        "http_get",
-                        {"url": f"https://staging.shop.internal/api/prices/SKU-{1000 + index}"},
-                        json.dumps(
-                            {
-                                "sku": f"SKU-{1000 + index}",
-                                "price": round(rng.uniform(1, 99), 2),
-                                "currency": "EUR",
-                                "vat_pct": 19,
-                                "request_id": "req_y",
-                            }
-                        ),
-                        "success",
-                    ),
-                    (
-                        "http_get",
-                        {"url": f"https://staging.shop.internal/api/stock/SKU-{1000 + index}"},
-                        json.dumps(
-                            {
-                                "sku": f"SKU-{1000 + index}",
-                                "in_stock": rng.randint(0, 500),
-                                "warehouse": rng.choice(["BER-1", "AMS-2"]),
-                                "etag": 'W/"1"',
-                            }
-                        ),
-                        "success",
-                    ),
-                    (
-                        "read_file",
-                        {"path": f"src/shop/{module}_rules.yaml"},
-                        "\n".join(
-                            f"{rng.choice(_NOUNS)}: {rng.randint(0, 100)}" for _ in range(12)
-                        ),
-                        "success",
-                    ),
-                ],
-            )
-        else:
-            yield Step(
-                "Running the whole suite.",
-                [
-                    (
-                        "run_tests",
-                        {"path": "tests/"},
-                        _pytest_output(
-                            rng,
-                            []
-                            if index > 150
-                            else [
-                                (
-                                    "tests/test_checkout.py::test_discount_code",
-                                    "KeyError: 'discount_pct'",
-                                )
-                            ],
-                            rng.randint(200, 230),
-                        ),
-                        "success",
-                    )
-                ],
-            )
-    yield Step(
-        "All green. Summarising the fix.",
-        [("run_tests", {"path": "tests/"}, _pytest_output(rng, [], 215), "success")],
-    )
-
-
-def build_session(seed: int = 7) -> list[BaseMessage]:
-    """The whole scripted session: system prompt, task, and every turn after."""
-    rng = random.Random(seed)
-    messages: list[BaseMessage] = [
-        SystemMessage(SYSTEM_PROMPT, id="sys"),
-        HumanMessage(TASK, id="task"),
-    ]
-    call_number = 0
-    for turn, step in enumerate(_steps(rng)):
-        calls = []
-        results = []
-        for name, args, result, status in step.calls:
-            call_number += 1
-            call_id = f"call_{call_number:04d}"
-            calls.append({"name": name, "args": args, "id": call_id})
-            results.append(
-                ToolMessage(
-                    result,
-                    tool_call_id=call_id,
-                    name=name,
-                    status=status,
-                    id=f"res_{call_number:04d}",
-                )
-            )
-        messages.append(AIMessage(step.remark, tool_calls=calls, id=f"ai_{turn:04d}"))
-        messages.extend(results)
-    messages.append(
-        AIMessage(
-            "Fixed: checkout read discount['discount_pct'] without a default; it now treats a "
-            "missing percentage as 0 and validates codes first. Added "
-            "tests/test_checkout.py::test_discount_code_without_pct. Full suite: 216 passed.",
-            id="ai_final",
+def _fresh_store(path: str) -> SQLiteMemoryStore:
+    """The demo's archive: a new file, or one that holds nothing but an earlier demo."""
+    store = SQLiteMemoryStore(path)
+    others = [t for t in store.threads() if t != DEMO_THREAD]
+    if others:
+        store.close()
+        raise StoreError(
+            f"{path!r} holds other threads ({', '.join(others[:3])}); the demo writes only to "
+            "a new file or an earlier demo's"
         )
-    )
-    return messages
+    store.delete_thread(DEMO_THREAD)  # a rerun starts from nothing
+    return store
 
 
-def tool_calls_in(messages: list[BaseMessage]) -> int:
-    return sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
+def run_demo(
+    *,
+    budget: int = 6000,
+    distiller: str = "extractive",
+    db: str | None = None,
+    model: ServingModel = SERVING_MODELS["llama-3.1-8b"],
+    progress: Callable[[int, int, ContextStats], None] | None = None,
+) -> DemoResult:
+    """Run the scripted session through a fresh engine; keep the archive in ``db`` if given."""
+    messages = build_session()
+    total_calls = tool_calls_in(messages)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = db or str(Path(scratch) / "demo.db")
+        store = _fresh_store(path)
+        try:
+            engine = ContextDistiller(store, budget_tokens=budget, distiller=distiller)
+            result = DemoResult(model, budget, engine.distiller.name, total_calls, db=db)
+            started = time.perf_counter()
+            for end in range(1, len(messages) + 1):
+                nxt = messages[end] if end < len(messages) else None
+                if nxt is not None and not isinstance(nxt, AIMessage):
+                    continue  # the model is called only once the tool results are in
+                update = engine.update(DEMO_THREAD, messages[:end])
+                result.stats = update.stats
+                result.full.append(update.stats.tokens_in)
+                result.view.append(update.stats.tokens_view)
+                if progress is not None:
+                    progress(tool_calls_in(messages[:end]), total_calls, update.stats)
+            result.seconds = time.perf_counter() - started
+            result.archive = store.stats(DEMO_THREAD)
+            _recall(store, result)
+        finally:
+            store.close()
+    return result
+
+
+def _recall(store: SQLiteMemoryStore, result: DemoResult) -> None:
+    hits = store.search(EARLY_DETAIL, thread_id=DEMO_THREAD, limit=50, kinds=("message",))
+    refs = [hit.ref for hit in hits if hit.ref is not None]
+    if not refs:
+        return
+    ((ref, message),) = store.get_messages(DEMO_THREAD, refs=[min(refs)])
+    line = next((ln for ln in text_of(message).splitlines() if EARLY_DETAIL in ln), "")
+    result.recall_ref, result.recall_role, result.recall_id = ref, message.type, message.id
+    result.recall_line = line.strip()
+
+
+def report(result: DemoResult) -> list[str]:
+    """The demo's table and notes, as lines of text."""
+    model, full, view = result.model, result.full, result.view
+    kv = model.kv_bytes_per_token
+    gib = 1024**3
+    rows = [
+        ("model calls", f"{len(full):,}", f"{len(view):,}"),
+        ("tokens at the last call", f"{full[-1]:,}", f"{view[-1]:,}"),
+        ("peak tokens of one call", f"{max(full):,}", f"{max(view):,}"),
+        ("total tokens, all calls", f"{sum(full):,}", f"{sum(view):,}"),
+        (
+            f"KV cache at peak ({model.name})",
+            f"{max(full) * kv / gib:.2f} GiB",
+            f"{max(view) * kv / gib:.2f} GiB",
+        ),
+    ]
+    lines = ["", f"{'':<40}{'without':>16}{'with context-distill':>24}"]
+    lines += [f"{label:<40}{a:>16}{b:>24}" for label, a, b in rows]
+    stats, archive = result.stats, result.archive
+    lines += [
+        "",
+        f"compression: {full[-1] / max(view[-1], 1):.1f}x at the end, "
+        f"{sum(full) / max(sum(view), 1):.1f}x over all calls",
+        f"KV cache: {model.name} holds {kv // 1024} KiB per token "
+        f"(2 x {model.layers} layers x {model.kv_heads} KV heads x {model.head_dim} dims x "
+        f"{model.bytes_per_value} bytes); saved at peak: "
+        f"{(max(full) - max(view)) * kv / gib:.2f} GiB per session",
+        f"archive: {archive['messages_archived']} messages, {archive['facts']} facts, "
+        f"{stats.distillations if stats else 0} distillations "
+        f"({stats.failures if stats else 0} failed), "
+        f"{archive['distill_seconds'] * 1000:.0f} ms distilling, {result.seconds:.2f} s in all",
+        "",
+        f"recall: search {EARLY_DETAIL!r} in the archive",
+    ]
+    if result.recall_ref is None:
+        lines.append("  (not found)")
+    else:
+        lines.append(
+            f"  #{result.recall_ref} ({result.recall_role}, id {result.recall_id}), word for word:"
+        )
+        lines.append(f"    {result.recall_line}")
+    return lines

@@ -24,7 +24,7 @@ from .distillers import Distiller, resolve_distiller
 from .errors import InvalidMessageError
 from .intake import Intake
 from .ledger import TokenCache
-from .messages import derived_id, marker
+from .messages import MessagesInput, coerce_messages, derived_id, marker
 from .policy import Budget, Job, over_budget_reason
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
@@ -145,17 +145,17 @@ class ContextDistiller:
 
     # -- public API -------------------------------------------------------------
 
-    def process(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    def process(self, thread_id: str, messages: MessagesInput) -> list[BaseMessage]:
         """The view of ``messages`` the model should see (distilling first if over budget)."""
         return self.update(thread_id, messages).view
 
-    async def aprocess(self, thread_id: str, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    async def aprocess(self, thread_id: str, messages: MessagesInput) -> list[BaseMessage]:
         """Async twin of :meth:`process`."""
         return (await self.aupdate(thread_id, messages)).view
 
-    def update(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+    def update(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Like :meth:`process`, with whether the view changed and the thread's stats."""
-        messages = _check_messages(messages)
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         with thread.lock:
             version = thread.version
@@ -167,10 +167,10 @@ class ContextDistiller:
                 distilled = distilled or committed
             return self._end(thread, version, distilled)
 
-    async def aupdate(self, thread_id: str, messages: Sequence[BaseMessage]) -> ContextUpdate:
+    async def aupdate(self, thread_id: str, messages: MessagesInput) -> ContextUpdate:
         """Async twin of :meth:`update`: the same steps, with store I/O and bookkeeping in
         worker threads and the distiller awaited, so the event loop never waits."""
-        messages = _check_messages(messages)
+        messages = _check_messages(coerce_messages(messages))
         thread = self._thread(thread_id)
         await thread.lock.aacquire()
         try:
@@ -240,7 +240,7 @@ class ContextDistiller:
         with self._threads_lock:
             thread = self._threads.get(thread_id)
             if thread is None:
-                thread = ThreadState.new(thread_id, self._count)
+                thread = ThreadState.new(thread_id, self._count, self.recall_tool)
                 self._threads[thread_id] = thread
                 while len(self._threads) > _MAX_THREADS_CACHED:
                     oldest = next(iter(self._threads))

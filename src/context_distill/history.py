@@ -20,8 +20,7 @@ from langchain_core.messages import BaseMessage
 
 from ._doors import Mode, build_engine, check_mode, quiet_runs
 from .engine import ContextDistiller, ContextUpdate
-from .errors import InvalidMessageError
-from .messages import derived_id
+from .messages import coerce_messages, derived_id
 from .types import check_thread_id
 
 logger = logging.getLogger(__name__)
@@ -41,14 +40,14 @@ def _with_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     ]
 
 
-def _stamped(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """New messages with an id each (uuid4 where they have none); anything else refused."""
+def _stamped(messages: Sequence[Any]) -> list[BaseMessage]:
+    """New messages with an id each (uuid4 where they have none).
+
+    Takes what ``convert_to_messages`` takes (messages, OpenAI dicts, tuples,
+    strings); anything else is refused with InvalidMessageError naming its index.
+    """
     stamped = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, BaseMessage):
-            raise InvalidMessageError(
-                f"message {index} is a {type(message).__name__}, not a LangChain message"
-            )
+    for message in coerce_messages(messages):
         stamped.append(
             message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
         )
@@ -130,12 +129,12 @@ class DistillingChatMessageHistory(BaseChatMessageHistory):
     async def aget_messages(self) -> list[BaseMessage]:
         return await self._aupdate()
 
-    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+    def add_messages(self, messages: Sequence[Any]) -> None:
         """Store the messages (with ids) and let the engine distill if over budget."""
         self.history.add_messages(_stamped(messages))
         self._update()
 
-    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+    async def aadd_messages(self, messages: Sequence[Any]) -> None:
         await self.history.aadd_messages(_stamped(messages))
         await self._aupdate()
 

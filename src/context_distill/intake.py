@@ -26,6 +26,7 @@ from .messages import (
     derived_id,
     describe,
     digest,
+    is_human,
     marker,
     text_of,
     validate,
@@ -83,7 +84,7 @@ def _protected(messages: Sequence[BaseMessage], start: int) -> set[str] | None:
         if tail:
             protected.add(mid)
             tail = isinstance(message, ToolMessage)
-        if not last_human and message.type == "human":
+        if not last_human and is_human(message):
             protected.add(mid)
             last_human = True
     return protected

@@ -2,175 +2,71 @@
 
 Each line names the archive numbers of the messages it came from (``#12`` or
 ``#12-14``), so the model can ask the recall tool for an original. Repeated facts
-share one line. When the facts outgrow their share of the budget, the block shows
-the ones that carry the most per token and says how many more the archive holds;
-nothing is deleted.
+share one line, and neighbouring facts of one speaker, tool call or turn share one
+line with their prefix written once. When the facts outgrow their share of the
+budget, the block shows the ones that add the most per token to the rest of the
+view (:mod:`._relevance`) and says how many more the archive holds; nothing is
+deleted. The choice is made only when the owner fits the block (at a
+distillation), so between distillations the block stays as it was.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from langchain_core.messages import HumanMessage
 
+from ._memory_choice import Weights, choose, clause_weights
+from ._memory_lines import Line, Parsed, format_refs, render, split_fact, vocabulary
+from ._relevance import base_words, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 MEMORY_ID = "context-distill-memory"
-
-_WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
-_DIGIT = re.compile(r"\d")
-_IDLIKE = re.compile(r"(?=[^\d]*\d)(?=.*[a-z_/])\S{4,}$")  # letters and digits: an identifier
-_COMMON = frozenset(
-    """a an the and or but if then so of to in on at by for with from as is are was were be
-    been being it its this that these those i you he she we they me him her us them my your
-    his our their do does did have has had not no yes just very really also too can could
-    will would should may might must shall about into over after before up down out off
-    again more most some any all each every both few many much such only own same than
-    there here when where why how what which who whom user assistant ai thanks thank okay
-    ok great good nice sure yeah hey hi hello""".split()
-)
-# Words of reaction and feeling: true, but rarely what anyone asks about later.
-_VAGUE = frozenset(
-    """amazing awesome awful beautiful cool exciting excited fantastic fun glad grateful
-    happy hopeful important incredible inspiring inspired interesting lovely love loved
-    meaningful nice optimistic powerful proud rewarding sad special super thankful tough
-    wonderful feel feeling felt feels think thought know make made makes making want wanted
-    going time times really lot lots thing things way day days people guys
-    definitely totally""".split()
-)
-# Fact text "Speaker: clause; clause" - the speaker prefix is shared by its clauses.
-# A word the view already shows still counts this much: facts are asked about as wholes.
-_REPEAT_WEIGHT = 0.6
-# A fact left out by this many fits in a row is no longer considered (it stays archived).
-_RETIRE_AFTER = 3
-_PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
-
-
-def _key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _base_words(text: str) -> list[tuple[str, float]]:
-    """The informative words of a clause, each with a weight before rarity.
-
-    Numbers and names weigh more than plain words, words of reaction little; a
-    question carries half of what a statement does.
-    """
-    out: dict[str, float] = {}
-    question = 0.5 if text.rstrip().endswith("?") else 1.0
-    for word in _WORD.findall(text):
-        lower = word.lower().strip(".:'-/")
-        if not lower or lower in out or lower in _COMMON:
-            continue
-        if _DIGIT.search(word):
-            base = 2.0
-        elif lower in _VAGUE:
-            base = 0.2
-        elif word[0].isupper():
-            base = 1.5
-        elif len(lower) > 2:
-            base = 1.0
-        else:
-            continue
-        out[lower] = base * question
-    return list(out.items())
-
-
-def format_refs(refs: Iterable[int]) -> str:
-    """``[3, 4, 5, 9]`` → ``#3-5,9``."""
-    numbers = sorted(set(refs))
-    if not numbers:
-        return ""
-    parts: list[str] = []
-    start = prev = numbers[0]
-    for n in numbers[1:]:
-        if n == prev + 1:
-            prev = n
-            continue
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-        start = prev = n
-    parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return "#" + ",".join(parts)
-
-
-@dataclass(slots=True)
-class _Line:
-    text: str
-    refs: list[int]
-    order: int
-    prefix: str = ""
-    clauses: list[str] = field(default_factory=list)
-    clause_tokens: list[int] = field(default_factory=list)
-    prefix_tokens: int = 0
-    shown: list[int] | None = None  # indexes of clauses shown; None: all
-    words: list[list[tuple[str, float]]] = field(default_factory=list)  # per clause
-    misses: int = 0  # fits in a row that left the whole line out
-    fact_ids: list[int] = field(default_factory=list)  # the stored facts this line shows
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """A fact taken apart for the memory block: speaker, clauses and their words."""
-
-    prefix: str
-    clauses: list[str]
-    clause_tokens: list[int]
-    words: list[list[tuple[str, float]]]
-    tokens: int | None = None  # of the whole fact text, when prepared ahead
-
-
+__all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
 _MAX_PREPARED = 4096
 
-
-def _vocabulary(line: _Line) -> set[str]:
-    """The informative words of a fact, each once (what the rarity counts)."""
-    return {word for clause in line.words for word, _ in clause}
-
-
-def _split(text: str) -> tuple[str, list[str]]:
-    match = _PREFIX.match(text)
-    prefix = match.group(0) if match else ""
-    body = text[len(prefix) :]
-    clauses = [c.strip() for c in body.split("; ") if c.strip()]
-    return prefix, clauses or [body]
+# Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
+# considered (they stay archived): bounded memory, while a fact the work needs again
+# later can come back until then.
+_HOLD = 512
+_RETIRE_AFTER = 3
+_REFILLS = 4  # re-choices that bring a rendering to its cap
 
 
 class MemoryBlock:
     """The facts of one thread and the message that shows them.
 
-    Only facts that may still be shown are held here; a fact left out by several
-    fits in a row is retired (it stays in the archive), so a thread of any length
-    costs bounded memory.
+    Only facts that may still be shown are held here: past a bound, a fact left out
+    by several fits in a row is retired (it stays in the archive), so a thread of
+    any length costs bounded memory.
     """
 
-    def __init__(self, counter: TextCounter, *, recall_tool: str | None = None) -> None:
+    def __init__(
+        self, counter: TextCounter, *, recall_tool: str | None = None, relevance: float = 0.0
+    ) -> None:
         self._count = counter
+        self.relevance = relevance  # how much more a clause naming the focus is worth, at most
         self._recall_tool = recall_tool
-        self._lines: dict[int, _Line] = {}  # by order of arrival
+        self._lines: dict[int, Line] = {}  # by order of arrival
         self._next = 0
         self._retired = 0
-        self._by_key: dict[str, _Line] = {}
-        self._shown: list[_Line] | None = None  # None: all lines shown
+        self._by_key: dict[str, Line] = {}
+        self._shown: list[Line] | None = None  # None: all lines shown
         self._message: HumanMessage | None = None
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
-        self._parsed: dict[str, _Parsed] = {}  # facts parsed ahead of time
-        self._weights_cache: dict[tuple[int, int], dict[str, float]] = {}
+        self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
+        self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
-        self._weights_for = (-1, -1)  # (next order, retired) the cache was made for
+        self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
+        self._focus: dict[str, float] = {}
+        self._focus_version = 0
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
-        self.cap: int | None = None
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
-
-    def __len__(self) -> int:
-        return len(self._lines) + self._retired
+        self.cap: int | None = None
 
     @property
     def recall_tool(self) -> str | None:
@@ -183,6 +79,9 @@ class MemoryBlock:
             self._recall_tool = name
             self._message = None
 
+    def __len__(self) -> int:
+        return len(self._lines) + self._retired
+
     @property
     def facts(self) -> int:
         return len(self._lines) + self._retired
@@ -190,8 +89,12 @@ class MemoryBlock:
     @property
     def hidden(self) -> int:
         """Facts the view does not show at all."""
-        shown = len(self._lines) if self._shown is None else len(self._shown)
-        return self.facts - shown
+        return self.facts - len(self._visible())
+
+    def _visible(self) -> list[Line]:
+        if self._shown is not None:
+            return self._shown
+        return [line for line in self._lines.values() if line.clauses]
 
     def restore(self, facts: Sequence[StoredFact]) -> None:
         """Take in a thread's stored facts as its distillations added them, letting go
@@ -229,19 +132,21 @@ class MemoryBlock:
         (a restore): it keeps its place and its key but is not taken apart.
         """
         for fact in facts:
-            key = _key(fact.text)
-            line = self._by_key.get(key)
+            fact_key = key(fact.text)
+            line = self._by_key.get(fact_key)
             if line is not None:
-                line.fact_ids.append(fact.fact_id)
                 line.refs = sorted(set(line.refs) | set(fact.refs))
+                line.fact_ids.append(fact.fact_id)
                 line.prefix_tokens = 0
-                self._weights_for = (-1, -1)  # its cost changed
+                self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
+            ready = self._parsed.pop(fact.text, None)
+            parsed: Parsed
             if fact.fact_id in doomed:
-                parsed = _Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
+                parsed = Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
             else:
-                parsed = self._parsed.pop(fact.text, None) or self._parse(fact.text)
-            line = _Line(
+                parsed = ready if ready is not None else self._parse(fact.text)
+            line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
                 order=self._next,
@@ -252,18 +157,36 @@ class MemoryBlock:
                 fact_ids=[fact.fact_id],
             )
             self._next += 1
-            for word in _vocabulary(line):
+            for word in vocabulary(line):
                 self._df[word] = self._df.get(word, 0) + 1
             self._lines[line.order] = line
-            self._by_key[key] = line
+            self._by_key[fact_key] = line
         self._invalidate()
 
-    def _retire(self, line: _Line) -> None:
+    def focus(self, texts: Iterable[str] | str | None) -> None:
+        """What the rest of the view shows (the task, the latest human turn, the recent
+        turns). At the next :meth:`fit` a word it shows counts for less in a fact (it
+        adds little beside it), and with ``relevance`` above 0 a clause that names what
+        it names counts for more (measured on this project's benchmarks, that boost lost
+        retention, so it is off by default).
+
+        The owner calls it when a distillation changes the view anyway: the block does
+        not change between distillations.
+        """
+        if texts is None:
+            terms: dict[str, float] = {}
+        else:
+            terms = focus_terms([texts] if isinstance(texts, str) else texts)
+        if terms != self._focus:
+            self._focus = terms
+            self._focus_version += 1
+
+    def _retire(self, line: Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
-        self._by_key.pop(_key(line.text), None)
+        self._by_key.pop(key(line.text), None)
         self._newly_retired.extend(line.fact_ids)
-        for word in _vocabulary(line):
+        for word in vocabulary(line):
             left = self._df.get(word, 0) - 1
             if left > 0:
                 self._df[word] = left
@@ -271,13 +194,13 @@ class MemoryBlock:
                 self._df.pop(word, None)
         self._retired += 1
 
-    def _parse(self, text: str) -> _Parsed:
-        prefix, clauses = _split(text)
-        return _Parsed(
+    def _parse(self, text: str) -> Parsed:
+        prefix, clauses = split_fact(text)
+        return Parsed(
             prefix=prefix,
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
-            words=[_base_words(clause) for clause in clauses],
+            words=[base_words(clause) for clause in clauses],
         )
 
     def fact_tokens(self, text: str) -> int:
@@ -300,7 +223,7 @@ class MemoryBlock:
         self._retired = 0
         self._by_key.clear()
         self._df.clear()
-        self._weights_for = (-1, -1)
+        self._weights_for = (-1, -1, -1)
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -310,19 +233,13 @@ class MemoryBlock:
         for line in self._lines.values():
             line.shown = None
 
-    def _measure(self, line: _Line) -> None:
+    def _measure(self, line: Line) -> None:
         if line.prefix_tokens:
             return
         refs = format_refs(line.refs)
         line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
         if len(line.clause_tokens) != len(line.clauses):
             line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
-
-    def _render(self, line: _Line) -> str:
-        refs = format_refs(line.refs)
-        picked = line.clauses if line.shown is None else [line.clauses[i] for i in line.shown]
-        body = "; ".join(picked)
-        return f"{refs} {line.prefix}{body}" if refs else f"{line.prefix}{body}"
 
     def _header(self, hidden: int, trimmed: int) -> str:
         text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
@@ -332,32 +249,26 @@ class MemoryBlock:
             text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
         return text
 
-    def _rarity(self) -> dict[str, float]:
-        """Weight of each word by how few held facts of this thread use it.
-
-        An identifier (a user id, an order number, a path) that many facts repeat
-        is what the thread is about, not noise: it weighs as if it were rare.
-        """
-        n = len(self._lines)
-        top = math.log(1.0 + n)
-        return {
-            word: top if _IDLIKE.match(word) else math.log(1.0 + n / df)
-            for word, df in self._df.items()
-        }
-
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
 
         Clauses are chosen greedily by the information they add per token: rare,
-        specific words weigh most, and a word already shown counts for less the
-        second time.
+        specific words weigh most, a word the rest of the view shows (:meth:`focus`)
+        or the block shows already counts for less. Merged lines cost less than the
+        choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
         self._message = None
-        # Lines the last fits kept leaving out go now, before choosing, so that what a
-        # fit shows depends only on the lines held while it chose (see restore()).
-        for line in [ln for ln in self._lines.values() if ln.misses >= _RETIRE_AFTER]:
-            self._retire(line)
+        # Lines the last fits kept leaving out go now (past the bound), before choosing,
+        # so that what a fit shows depends only on the lines held while it chose (see
+        # restore()).
+        excess = len(self._lines) - _HOLD
+        for line in list(self._lines.values()):
+            if excess <= 0:
+                break
+            if line.misses >= _RETIRE_AFTER:
+                self._retire(line)
+                excess -= 1
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
@@ -371,81 +282,76 @@ class MemoryBlock:
         if total + overhead <= cap:
             self._shown = None
             return
-        picked = self._choose(cap - overhead)
-        shown: list[_Line] = []
+        chosen = self._search(cap, cap - overhead)
+        self._apply(chosen)
         for line in lines:
+            line.misses = 0 if line.order in chosen else line.misses + 1
+
+    def _search(self, cap: int, room: int) -> dict[int, list[int]]:
+        """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
+        is off by merged lines (cheaper) and token boundaries (dearer), so the room
+        is moved towards the cap between the largest that fit and the least that did not."""
+        best: dict[int, list[int]] = {}
+        best_used = -1
+        fits: int | None = None
+        over: int | None = None
+        for _ in range(_REFILLS + 2):
+            picked = self._choose(room)
+            self._apply(picked)
+            used = self.tokens
+            if used <= cap:
+                if used > best_used:
+                    best, best_used = picked, used
+                fits = room
+                step = room + (cap - used)
+            else:
+                over = room
+                step = room - (used - cap) - 2
+            if fits is not None and over is not None:
+                step = (fits + over) // 2
+            if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
+                break
+            room = step
+        return best
+
+    def _apply(self, picked: dict[int, list[int]]) -> None:
+        """Show the chosen clauses (no retiring: the choice may be made again)."""
+        self._message = None
+        shown: list[Line] = []
+        for line in self._lines.values():
             indexes = picked.get(line.order)
             if indexes is None:
-                line.misses += 1
+                line.shown = None
                 continue
-            line.misses = 0
             line.shown = None if len(indexes) == len(line.clauses) else sorted(indexes)
             shown.append(line)
         self._shown = shown
 
-    def _weights(self) -> tuple[dict[tuple[int, int], dict[str, float]], list[Any]]:
+    def _weights(self) -> tuple[Weights, list[tuple[float, int, int]]]:
         """Each clause's weighted words and the opening heap; kept until facts change."""
-        if self._weights_for == (self._next, self._retired):
-            return self._weights_cache, self._heap_cache
-        rarity = self._rarity()
-        n = max(self._next, 1)
-        weights: dict[tuple[int, int], dict[str, float]] = {}
-        heap: list[tuple[float, int, int]] = []
-        for line in self._lines.values():
-            recency = 1.0 + 0.25 * line.order / n
-            half_prefix = line.prefix_tokens / 2
-            for index, base in enumerate(line.words):
-                words = {word: w * rarity.get(word, 1.0) * recency for word, w in base}
-                weights[(line.order, index)] = words
-                gain = sum(words.values())
-                if gain > 0:
-                    heap.append(
-                        (-gain / (line.clause_tokens[index] + half_prefix), line.order, index)
-                    )
-        heapq.heapify(heap)
-        self._weights_cache, self._heap_cache = weights, heap
-        self._weights_for = (self._next, self._retired)
-        return weights, heap
+        version = (self._next, self._retired, self._focus_version)
+        if self._weights_for != version:
+            self._weights_cache, self._heap_cache = clause_weights(
+                self._lines.values(),
+                rarity(self._df, len(self._lines)),
+                self._focus,
+                self._next,
+                self.relevance,
+            )
+            self._weights_for = version
+        return self._weights_cache, self._heap_cache
 
     def _choose(self, room: int) -> dict[int, list[int]]:
-        """Lazy greedy selection of clauses: most new information per token first."""
-        covered: set[str] = set()
         weights, opening = self._weights()
-        heap = list(opening)
-        smallest = min(
-            (min(line.clause_tokens) for line in self._lines.values() if line.clause_tokens),
-            default=room,
-        )
-        picked: dict[int, list[int]] = {}
-        used = 0
-        while heap and room - used >= smallest:
-            _, order, index = heapq.heappop(heap)
-            line = self._lines[order]
-            cost = line.clause_tokens[index] + (0 if order in picked else line.prefix_tokens)
-            if used + cost > room:
-                continue  # the room only shrinks: it will not fit later either
-            words = weights[(order, index)]
-            gain = sum(
-                w if word not in covered else w * _REPEAT_WEIGHT for word, w in words.items()
-            )
-            if gain <= 0:
-                continue
-            ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
-            if heap and ratio < -heap[0][0]:
-                heapq.heappush(heap, (-ratio, order, index))
-                continue
-            used += cost
-            picked.setdefault(order, []).append(index)
-            covered.update(words)
-        return picked
+        return choose(self._lines, weights, opening, room)
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""
         if not self.facts:
             return None
         if self._message is None:
-            shown = list(self._lines.values()) if self._shown is None else self._shown
-            rendered = [self._render(line) for line in shown]
+            shown = self._visible()
+            rendered = render(shown)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
             header = self._header(self.facts - len(shown), trimmed)
@@ -484,6 +390,24 @@ class MemoryBlock:
     def tokens(self) -> int:
         """Tokens of the memory message as the model sees it (0 without facts)."""
         return 0 if self.message() is None else self._tokens
+
+    def held(self) -> list[tuple[str, str]]:
+        """Each fact line held, oldest first, with how the block shows it now:
+        ``"whole"``, ``"part"`` (some clauses left out for room) or ``"none"``."""
+        visible = {line.order for line in self._visible()}
+        out = []
+        for line in self._lines.values():
+            label = f"{format_refs(line.refs)} {line.text}".strip()
+            if line.order not in visible:
+                out.append((label, "none"))
+            else:
+                out.append((label, "whole" if line.shown is None else "part"))
+        return out
+
+    @property
+    def retired(self) -> int:
+        """Facts the block let go (still archived and searchable)."""
+        return self._retired
 
     def lines(self) -> list[str]:
         """Every fact line held (shown or not; retired ones excepted), oldest first."""

@@ -1,8 +1,8 @@
 """What the library needs to know about a single LangChain message.
 
-Validation with errors that name the message, stable ids for messages that have
-none, a content digest for caches, plain text for search and distillers, and an
-exact JSON form for the archive.
+Validation with errors that name the message, stable ids, a content digest, its
+text (whole for search, its words for distillers, plain as a provider reads it),
+who said it, and an exact JSON form for the archive.
 """
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Union, overload
 
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
+    MessageLikeRepresentation,
     ToolMessage,
+    convert_to_messages,
     message_to_dict,
     messages_from_dict,
 )
+from langchain_core.prompt_values import PromptValue
 
 from .errors import InvalidMessageError
-from .tokens import block_text
 
 #: Key in ``additional_kwargs`` that marks messages this library wrote.
 MARKER_KEY = "context_distill"
@@ -30,6 +33,10 @@ MEMORY_MARK = "memory"
 REDUCED_MARK = "reduced"
 
 ROLES = ("system", "human", "ai", "tool")
+_ROLE_LABELS = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
+_CHAT_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+# Blocks that hold no words said to the reader: calls, and a model's hidden reasoning.
+_UNSAID_BLOCKS = ("tool_use", "tool_call", "reasoning", "thinking")
 UNARCHIVABLE_KEY = "context_distill_unarchivable_repr"
 
 logger = logging.getLogger(__name__)
@@ -194,6 +201,58 @@ def text_of(message: BaseMessage) -> str:
     return text
 
 
+def block_text(block: Any) -> str | None:
+    """The text a content block carries, or None for media blocks."""
+    if isinstance(block, str):
+        return block
+    if isinstance(block, dict):
+        kind = block.get("type")
+        if kind in ("text", "text-plain", "reasoning", "thinking") or (
+            kind is None and "text" in block
+        ):
+            value = block.get("text", block.get("reasoning", block.get("thinking", "")))
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if kind in ("json", "tool_use", "tool_result", "tool_call"):
+            return json.dumps(block, ensure_ascii=False, sort_keys=True, default=str)
+    return None
+
+
+def prose_of(message: BaseMessage) -> str:
+    """The text a message says in words: text blocks, media named, tool calls and
+    reasoning left out (what a distiller condenses)."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") in (None, "text"):
+            value = block_text(block)
+            if value:
+                parts.append(value)
+        elif isinstance(block, dict) and block.get("type") not in _UNSAID_BLOCKS:
+            parts.append(f"[{block.get('type', 'media')}]")
+    return "\n".join(parts)
+
+
+def plain_text(message: BaseMessage) -> str:
+    """Text blocks joined as they stand (LangChain's ``message.text``): how a provider
+    reads a message, and a model's answer, which may split a sentence over blocks."""
+    return str(message.text)
+
+
+def role_label(message: BaseMessage) -> str:
+    """Who said it, as facts and prompts name them: the sender's name, else the role."""
+    name = getattr(message, "name", None)
+    return name if isinstance(name, str) and name else _ROLE_LABELS.get(message.type, message.type)
+
+
+def chat_role(message: BaseMessage) -> str:
+    """The role chat templates and OpenAI-style APIs name: user, assistant, system, tool."""
+    return _CHAT_ROLES.get(message.type, message.type)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -228,3 +287,120 @@ def from_json(data: str) -> BaseMessage:
 
 def is_human(message: BaseMessage) -> bool:
     return isinstance(message, HumanMessage) or message.type == "human"
+
+
+# -- what the doors accept -----------------------------------------------------------
+
+_OPENAI_ROLES = ("user", "assistant", "system", "developer", "tool", "human", "ai")
+
+
+def _message_problem(item: Any, exc: BaseException) -> str:
+    """Why LangChain could not read ``item`` as a message, in this library's words."""
+    if isinstance(item, dict):
+        role = item.get("role", item.get("type"))
+        if role is None:
+            return (
+                "a dict needs a 'role' (OpenAI chat format) or a 'type' (LangChain), "
+                f"and 'content'; it has {', '.join(repr(k) for k in item) or 'no keys'}"
+            )
+        if role not in _OPENAI_ROLES and role != "function":
+            return f"unknown role {role!r}; expected one of {', '.join(_OPENAI_ROLES)}"
+        if role == "tool" and "tool_call_id" not in item:
+            return "a tool message needs a 'tool_call_id'"
+        if "content" not in item and "data" not in item and not item.get("tool_calls"):
+            return "it has no 'content'"
+    if isinstance(item, (tuple, list)):
+        if len(item) != 2 or not isinstance(item[0], str):
+            return f"a {type(item).__name__} must be (role, content), not {len(item)} items"
+        return f"unknown role {item[0]!r}; expected one of {', '.join(_OPENAI_ROLES)}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot be read as a message ({first})"
+
+
+def coerce_message(item: Any, index: int) -> BaseMessage:
+    """One item of a history as a LangChain message, or InvalidMessageError naming it.
+
+    Accepts what ``langchain_core.messages.convert_to_messages`` accepts (messages,
+    OpenAI chat dicts, ``(role, content)`` tuples, strings) and the archive's own
+    dict form (``{"type": ..., "data": {...}}``).
+    """
+    if isinstance(item, BaseMessage):
+        return item
+    if not isinstance(item, (str, dict, tuple, list)):
+        raise InvalidMessageError(
+            f"message {index} is a {type(item).__name__}; expected a LangChain message, "
+            "an OpenAI chat dict, a (role, content) tuple or a string"
+        )
+    try:
+        if isinstance(item, dict) and isinstance(item.get("data"), dict) and "role" not in item:
+            return messages_from_dict([item])[0]
+        return convert_to_messages([item])[0]
+    except Exception as exc:  # LangChain raises ValueError, KeyError, NotImplementedError...
+        raise InvalidMessageError(f"message {index}: {_message_problem(item, exc)}") from None
+
+
+class _Coerced(Sequence[BaseMessage]):
+    """A history read lazily: an item is converted when first looked at, then kept.
+
+    The engine looks only at the messages that are new since its last call, so a
+    long history of messages costs nothing here, and one of dicts costs only its
+    new items.
+    """
+
+    __slots__ = ("_converted", "_items")
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = items
+        self._converted: dict[int, BaseMessage] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> BaseMessage: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[BaseMessage]: ...
+
+    def __getitem__(self, index: int | slice) -> BaseMessage | list[BaseMessage]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._items)))]
+        if index < 0:
+            index += len(self._items)
+        item = self._items[index]
+        if isinstance(item, BaseMessage):
+            return item
+        found = self._converted.get(index)
+        if found is None:
+            found = self._converted[index] = coerce_message(item, index)
+        return found
+
+
+#: What the engine and the doors take as a history: what ``convert_to_messages`` reads.
+MessagesInput = Union[Sequence[MessageLikeRepresentation], PromptValue]  # noqa: UP007
+
+
+def coerce_messages(messages: Any) -> Sequence[BaseMessage]:
+    """A history as LangChain messages, converted as the engine reads it.
+
+    Takes a sequence (or other iterable, or a ``PromptValue``) of what
+    ``convert_to_messages`` accepts; a bad item raises InvalidMessageError naming
+    its index when it is read. A bare string or dict is refused: a history is a list.
+    """
+    if isinstance(messages, _Coerced):
+        return messages
+    if isinstance(messages, (str, bytes, dict, BaseMessage)):
+        raise InvalidMessageError(
+            f"messages must be a list of messages, not a {type(messages).__name__}; "
+            "put a single message in a list"
+        )
+    to_messages = getattr(messages, "to_messages", None)
+    if callable(to_messages):  # a PromptValue
+        return list(to_messages())
+    if not isinstance(messages, Sequence):
+        if not isinstance(messages, Iterable):
+            raise InvalidMessageError(
+                f"messages must be a list of messages, not a {type(messages).__name__}"
+            )
+        messages = list(messages)
+    return _Coerced(messages)

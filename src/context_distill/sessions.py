@@ -24,10 +24,10 @@ from langchain_core.messages import (
 
 from .errors import InputFormatError, InvalidMessageError
 from .ledger import Ledger, TokenCache
+from .messages import ROLES
 from .tokens import approximate_count
 
 _OPENAI_ROLES = {"system", "developer", "user", "assistant", "tool"}
-_LANGCHAIN_TYPES = {"system", "human", "ai", "tool"}
 
 
 def _from_openai(record: dict[str, Any], where: str) -> BaseMessage:
@@ -84,7 +84,7 @@ def _from_record(record: Any, where: str) -> BaseMessage:
     if "role" in record:
         return _from_openai(record, where)
     kind = record.get("type")
-    if kind in _LANGCHAIN_TYPES:
+    if kind in ROLES:
         try:
             if isinstance(record.get("data"), dict):
                 return messages_from_dict([record])[0]

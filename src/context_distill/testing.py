@@ -32,6 +32,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from .messages import plain_text
+
 __all__ = [
     "ModelInputError",
     "ScriptExhaustedError",
@@ -43,8 +45,6 @@ __all__ = [
 #: What a script step may be: an ``AIMessage``, a text answer, or a list of tool calls
 #: (dicts with ``name``, ``args`` and optionally ``id``) to issue in parallel.
 Step = AIMessage | str | Sequence[Mapping[str, Any]]
-#: Computes the next step from the messages the model was sent.
-Responder = Callable[[list[BaseMessage]], Step]
 
 
 class ScriptExhaustedError(RuntimeError):
@@ -154,7 +154,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         answer = self._next(messages)
-        text = answer.content if isinstance(answer.content, str) else answer.text
+        text = plain_text(answer)
         pieces = text.split(" ")
         sent = False
         for index, piece in enumerate(pieces):
@@ -188,11 +188,6 @@ class ScriptedChatModel(BaseChatModel):
             yield chunk
 
 
-def _text(message: BaseMessage) -> str:
-    content = message.content
-    return content if isinstance(content, str) else message.text
-
-
 def check_model_input(
     messages: Sequence[BaseMessage],
     *,
@@ -217,13 +212,13 @@ def check_model_input(
     for index, message in enumerate(items[start:], start):
         if isinstance(message, SystemMessage) or message.type == "system":
             problems.append(f"message {index}: system message after the conversation began")
-    if system_prompt is not None and (start == 0 or _text(items[0]) != system_prompt):
+    if system_prompt is not None and (start == 0 or plain_text(items[0]) != system_prompt):
         problems.append("the system prompt is not the first message")
     if start < len(items) and not isinstance(items[start], HumanMessage):
         problems.append(f"the conversation opens with a {items[start].type} message, not human")
     if task is not None:
         humans = [m for m in items if isinstance(m, HumanMessage)]
-        if not humans or _text(humans[0]) != task:
+        if not humans or plain_text(humans[0]) != task:
             problems.append("the task (first human message) is missing or changed")
     seen_ids: set[str] = set()
     index = start

@@ -88,13 +88,14 @@ class ThreadState:
     version: int = 0  # bumped whenever the view departs from a plain append
 
     @classmethod
-    def new(cls, thread_id: str, counter: TextCounter) -> ThreadState:
-        return cls(thread_id, Ledger(), MemoryBlock(counter))
+    def new(cls, thread_id: str, counter: TextCounter, recall_tool: str | None) -> ThreadState:
+        return cls(thread_id, Ledger(), MemoryBlock(counter, recall_tool=recall_tool))
 
     def reset(self, counter: TextCounter) -> None:
         """Forget everything cached; the next intake rebuilds from the store."""
         self.ledger = Ledger()
-        self.memory = MemoryBlock(counter)
+        # The recall tool's name is part of the header a rebuilt block is fitted with.
+        self.memory = MemoryBlock(counter, recall_tool=self.memory.recall_tool)
         self.cursor = Cursor()
         self.totals = Totals(ratio=self.totals.ratio)
         self.archive = Archive()

@@ -19,9 +19,11 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from .messages import block_text as block_text  # its home; imported from here too
 
 logger = logging.getLogger(__name__)
 
@@ -143,22 +145,6 @@ def resolve_counter(spec: str | Callable[[str], int]) -> TextCounter:
     if callable(spec):
         return spec
     raise TypeError(f"token_counter must be an encoding name or a callable, not {spec!r}")
-
-
-def block_text(block: Any) -> str | None:
-    """The text a content block carries, or None for media blocks."""
-    if isinstance(block, str):
-        return block
-    if isinstance(block, dict):
-        kind = block.get("type")
-        if kind in ("text", "text-plain", "reasoning", "thinking") or (
-            kind is None and "text" in block
-        ):
-            value = block.get("text", block.get("reasoning", block.get("thinking", "")))
-            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        if kind in ("json", "tool_use", "tool_result", "tool_call"):
-            return json.dumps(block, ensure_ascii=False, sort_keys=True, default=str)
-    return None
 
 
 def count_message(message: BaseMessage, count: TextCounter) -> int:

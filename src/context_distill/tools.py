@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -22,37 +23,64 @@ from ._doors import thread_id_from
 from .engine import ContextDistiller
 from .memory import format_refs
 from .messages import text_of
+from .snippets import page, render, snippets
 from .store import SearchHit
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["make_recall_tool"]
 
-_REF = re.compile(r"#\s*(\d+)(?:\s*-\s*#?(\d+))?")
+_REF = re.compile(r"#\s*(\d+)(?:\s*@\s*(\d+)|\s*-\s*#?(\d+))?")
 _WORD = re.compile(r"[^\W_][\w.:/@-]*", re.UNICODE)
 _MAX_REFS = 24
 _MIN_WORD = 3
 _MIN_CHARS = 300
+_WHOLE_CHARS = 600  # a matching original up to this long is shown whole, not in snippets
+_SNIPPET_CHARS = 240
+_SNIPPETS = 3
 
 _DESCRIPTION = (
     "Read back earlier parts of this conversation that were distilled out of view. "
-    "Returns archived original messages word for word (each with its #number) and "
-    "distilled facts. Query with keywords (names, ids, numbers, error text), or with "
-    "archive numbers from the memory block such as '#12' or '#12-14'."
+    "Keyword queries (names, ids, numbers, error text) return the matching passages of "
+    "archived originals, each with its #number and character offset, and distilled "
+    "facts. Archive numbers from the memory block return originals word for word: '#12', "
+    "'#12-14'; '#12@4000' reads a long original on from character 4000."
 )
 
 
-def _parse_refs(query: str) -> tuple[list[int], str]:
-    """Archive numbers named in the query (``#12``, ``#12-14``), and the rest of it."""
-    refs: list[int] = []
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    ref: int
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """One part of the answer; ``ref`` and ``offset`` say where its body sits in an original."""
+
+    head: str
+    body: str
+    ref: int | None = None
+    offset: int = 0
+    total: int = 0  # characters of the whole original (0: not an original)
+
+    def text(self) -> str:
+        return f"{self.head}\n{self.body}" if self.body else self.head
+
+
+def _parse_refs(query: str) -> tuple[list[_Ref], str]:
+    """Archive numbers named in the query (``#12``, ``#12-14``, ``#12@4000``), and the rest."""
+    refs: list[_Ref] = []
     for match in _REF.finditer(query):
         first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) else first
-        if last < first:
-            first, last = last, first
-        for ref in range(first, min(last, first + _MAX_REFS - 1) + 1):
-            if ref not in refs:
-                refs.append(ref)
+        if match.group(2) is not None:
+            wanted = [_Ref(first, int(match.group(2)))]
+        else:
+            last = int(match.group(3)) if match.group(3) else first
+            if last < first:
+                first, last = last, first
+            wanted = [_Ref(ref) for ref in range(first, min(last, first + _MAX_REFS - 1) + 1)]
+        refs.extend(ref for ref in wanted if ref not in refs)
     rest = _REF.sub(" ", query)
     rest = " ".join(rest.replace(",", " ").split())
     return refs[:_MAX_REFS], rest
@@ -108,22 +136,27 @@ class _Recall:
         if not query:
             return "Give a query: keywords, or an archive number such as '#12'."
         refs, rest = _parse_refs(query)
-        sections: list[str] = []
+        sections: list[_Section] = []
         seen_refs: set[int] = set()
         store = self.engine.store
         if refs:
-            for ref, message in store.get_messages(thread_id, refs=refs):
-                seen_refs.add(ref)
-                sections.append(f"{_describe(ref, message)}\n{text_of(message)}")
-            missing = [ref for ref in refs if ref not in seen_refs]
+            found = dict(store.get_messages(thread_id, refs=[r.ref for r in refs]))
+            for wanted in refs:
+                message = found.get(wanted.ref)
+                if message is not None:
+                    seen_refs.add(wanted.ref)
+                    sections.append(self._original(wanted.ref, message, wanted.offset))
+            missing = [r.ref for r in refs if r.ref not in found]
             if missing:
-                sections.append(f"(not in this thread's archive: {format_refs(missing)})")
+                sections.append(
+                    _Section(f"(not in this thread's archive: {format_refs(missing)})", "")
+                )
         if rest:
             if " " not in rest:
                 for ref, message in store.get_messages(thread_id, ids=[rest]):
                     if ref not in seen_refs:
                         seen_refs.add(ref)
-                        sections.append(f"{_describe(ref, message)}\n{text_of(message)}")
+                        sections.append(self._original(ref, message, 0))
             shown = 0
             in_view = self.engine.shown_ids(thread_id)  # the model sees these already
             for hit in self._search(thread_id, rest):
@@ -131,7 +164,7 @@ class _Recall:
                     break
                 if hit.kind == "message" and hit.message_id in in_view:
                     continue
-                section = self._section(thread_id, hit, seen_refs)
+                section = self._section(thread_id, hit, rest, seen_refs)
                 if section is not None:
                     sections.append(section)
                     shown += 1
@@ -142,7 +175,22 @@ class _Recall:
             )
         return self._fit(sections)
 
-    def _section(self, thread_id: str, hit: SearchHit, seen_refs: set[int]) -> str | None:
+    @staticmethod
+    def _original(
+        ref: int, message: BaseMessage, offset: int, state: str | None = None
+    ) -> _Section:
+        """An original word for word, from ``offset`` on."""
+        text = text_of(message)
+        head = _describe(ref, message, state)
+        if offset:
+            if offset >= len(text):
+                return _Section(f"{head} (has {len(text)} characters; nothing from {offset})", "")
+            head = f"{head} from character {offset} of {len(text)}"
+        return _Section(head, text[offset:], ref, offset, len(text))
+
+    def _section(
+        self, thread_id: str, hit: SearchHit, query: str, seen_refs: set[int]
+    ) -> _Section | None:
         store = self.engine.store
         if hit.kind == "message":
             if hit.ref is None or hit.ref in seen_refs:
@@ -154,12 +202,21 @@ class _Recall:
             message = found[0][1]
             if self._own(message):
                 return None
-            return f"{_describe(hit.ref, message, hit.state)}\n{text_of(message)}"
+            text = text_of(message)
+            if len(text) <= _WHOLE_CHARS:
+                return self._original(hit.ref, message, 0, hit.state)
+            parts = snippets(text, query, width=_SNIPPET_CHARS, limit=_SNIPPETS)
+            head = (
+                f"{_describe(hit.ref, message, hit.state)} {len(text)} characters; "
+                f"passages at their offsets ('#{hit.ref}@{parts[0].start}' reads on from one):"
+            )
+            body = "\n".join(f"@{part.start}: {render(part)}" for part in parts)
+            return _Section(head, body)
         sources = store.get_messages(thread_id, ids=hit.source_ids) if hit.source_ids else []
         if sources and all(self._own(message) for _, message in sources):
             return None
         refs = format_refs(ref for ref, _ in sources)
-        return f"[fact from {refs}] {hit.text}" if refs else f"[fact] {hit.text}"
+        return _Section(f"[fact from {refs}] {hit.text}" if refs else f"[fact] {hit.text}", "")
 
     def _search(self, thread_id: str, text: str) -> list[SearchHit]:
         """Best matches for all words; failing that, for as many of them as possible."""
@@ -187,32 +244,44 @@ class _Recall:
         """Archived originals before facts (the model asked for what was said)."""
         return [h for h in hits if h.kind == "message"] + [h for h in hits if h.kind != "message"]
 
-    def _fit(self, sections: Sequence[str]) -> str:
-        """Join sections within ``max_chars``; say what was cut."""
+    def _fit(self, sections: Sequence[_Section]) -> str:
+        """Join sections within ``max_chars``; say what was cut and how to read on."""
         out: list[str] = []
         used = 0
         shown = 0
         for position, section in enumerate(sections):
+            text = section.text()
             reserve = 100 if position < len(sections) - 1 else 0  # for the note at the end
-            room = self.max_chars - used - reserve
-            if len(section) <= room:
-                out.append(section)
-                used += len(section) + 2
+            if len(text) <= self.max_chars - used - reserve:
+                out.append(text)
+                used += len(text) + 2
                 shown += 1
                 continue
             # Room for the note that says where it was cut, and for the closing note.
             keep = max(self.max_chars - used - 100 - 80, 0)
             if keep >= 200 or not out:
-                out.append(
-                    f"{section[:keep]}\n[… cut at {keep} of {len(section)} characters: "
-                    "the recall limit]"
-                )
+                out.append(self._cut(section, keep))
                 shown += 1
             break
         left = len(sections) - shown
         if left > 0:
             out.append(f"({left} more result(s) not shown; narrow the query or ask by #n)")
         return "\n\n".join(out)
+
+    @staticmethod
+    def _cut(section: _Section, keep: int) -> str:
+        text = section.text()
+        if section.ref is None:
+            return f"{text[:keep]}\n[… cut at {keep} of {len(text)} characters: the recall limit]"
+        room = max(keep - len(section.head) - 1, 1)
+        chunk, next_offset = page(section.body, 0, room)
+        if next_offset is None:
+            return f"{section.head}\n{chunk}"
+        at = section.offset + next_offset
+        return (
+            f"{section.head}\n{chunk}\n[… characters {section.offset}-{at} of {section.total}; "
+            f"ask '#{section.ref}@{at}' for the rest]"
+        )
 
 
 def make_recall_tool(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,11 +45,6 @@ class GroupFacts:
     dropped: int = 0  # facts rejected by the grounding check
     fallback: str | None = None  # distiller that wrote the facts instead, if not the asked one
     notes: list[str] = field(default_factory=list)
-
-
-def facts_of(groups: Sequence[GroupFacts]) -> list[Fact]:
-    """All facts of a batch, in group order."""
-    return [fact for group in groups for fact in group.facts]
 
 
 def check_thread_id(thread_id: object) -> str:

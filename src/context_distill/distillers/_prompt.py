@@ -15,23 +15,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 
-from ..dates import format_date, message_date, parse_date, resolve_relative
+from ..dates import format_date, header_date, message_date, resolve_relative
 from ..grounding import SourceIndex
-from ..messages import text_of
+from ..messages import prose_of, role_label, text_of
 from ..types import Fact, Group, GroupFacts
+from ._telegraph import split_speaker
 from .base import Distiller
 from .extractive import reduced_facts
 
 logger = logging.getLogger(__name__)
 
-_ROLE_LABEL = {"human": "User", "ai": "Assistant", "system": "System", "tool": "Tool"}
-_SPEAKER = re.compile(r"^\s*([A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}):\s+(?=\S)")
 _MAX_RESULT_CHARS = 6_000
 _MAX_FACTS = 40
 _MAX_FACT_CHARS = 400
-_HEADER_CHARS = 120  # a short message that states a date is a session header, kept whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,34 +51,6 @@ class Segment:
             return self.text
         joiner = " → " if self.kind == "result" else ": "
         return f"{self.label}{joiner}{self.text}"
-
-
-def _content_text(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and isinstance(block.get("text"), str):
-            parts.append(block["text"])
-    return "\n".join(parts)
-
-
-def _label(message: BaseMessage) -> str:
-    name = getattr(message, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    return _ROLE_LABEL.get(message.type, message.type)
-
-
-def split_speaker(text: str) -> tuple[str | None, str]:
-    """``'Caroline: I went ...'`` → ``('Caroline', 'I went ...')``."""
-    match = _SPEAKER.match(text)
-    if match is None:
-        return None, text
-    return match.group(1), text[match.end() :]
 
 
 def _call_text(call: dict[str, object]) -> str:
@@ -112,7 +82,7 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
     names: dict[str, str] = {}
     out: list[Segment] = []
     for message, message_id in zip(group.messages, group.message_ids, strict=True):
-        text = _content_text(message)
+        text = prose_of(message)
         if isinstance(message, ToolMessage):
             label = message.name or names.get(message.tool_call_id, "tool")
             body = text.strip()
@@ -130,12 +100,12 @@ def segments(group: Group, *, summarize_results: bool = False) -> list[Segment]:
         stamp = message_date(message, text)  # a timestamp field, or a dated header
         if stamp is not None:
             anchor = stamp
-        if len(text) <= _HEADER_CHARS and parse_date(text) is not None:
+        if header_date(text) is not None:  # a session header, kept whole
             out.append(Segment(message_id, "", " ".join(text.split()), True, "header"))
         elif text.strip():
             speaker, body = split_speaker(text)
             body = resolve_relative(" ".join(body.split()), anchor)
-            out.append(Segment(message_id, speaker or _label(message), body))
+            out.append(Segment(message_id, speaker or role_label(message), body))
         if isinstance(message, AIMessage):
             for call in message.tool_calls:
                 names[call.get("id") or ""] = call.get("name") or "tool"
@@ -157,7 +127,7 @@ def source_text(group: Group) -> str:
     """Everything the group says, as the grounding check reads it."""
     parts = []
     for message in group.messages:
-        label = _label(message)
+        label = role_label(message)
         tool = getattr(message, "name", None) if isinstance(message, ToolMessage) else None
         parts.append(" ".join(p for p in (label, tool or "", text_of(message)) if p))
     original = "\n".join(parts)

@@ -11,7 +11,23 @@ import json
 import re
 from typing import Any
 
+from ._code import (
+    DEF,
+    grep_hits,
+    listed_names,
+    numbered_lines,
+    summarize_code,
+    summarize_grep,
+    summarize_listing,
+    summarize_numbered,
+)
 from ._telegraph import telegraph
+from ._testrun import (
+    looks_like_test_run,
+    looks_like_traceback,
+    summarize_test_run,
+    summarize_traceback,
+)
 
 # Keys that describe the transport, not the answer.
 _NOISE_KEYS = frozenset(
@@ -23,7 +39,6 @@ _OK_STATUS = frozenset({"ok", "success", "succeeded", "200", "true"})
 _MAX_STRING = 240
 _MAX_JSON_CHARS = 1600
 _MAX_LOG_LINES = 14
-_MAX_CODE_ITEMS = 24
 
 _LOG_SIGNAL = re.compile(
     r"error|exception|traceback|fail|fatal|panic|assert|denied|refused|not found|no such|"
@@ -32,11 +47,6 @@ _LOG_SIGNAL = re.compile(
     r"^\s*(?:\$|>|#) \S|^\s*FAILED|^\s*PASSED|^\s*ERROR|^\s*=+ .* =+\s*$|"
     r"File \"[^\"]+\", line \d+|\w+Error\b|\w+Exception\b|^\s*at \S+\(.*:\d+\)",
     re.I,
-)
-_CODE_DEF = re.compile(
-    r"^\s*(?:async\s+)?(?:def|class|function|func|fn|interface|struct|enum|type|trait|impl)"
-    r"\s+[\w$<>]+[^{:]*|^\s*(?:export\s+)?(?:const|let|var)\s+\w+\s*=\s*(?:async\s*)?\(|"
-    r"^\s*(?:public|private|protected|static)\s+[\w<>\[\], ]+\s+\w+\s*\(",
 )
 _CODE_HINT = re.compile(
     r"^\s*(?:import |from \S+ import |#include|package |using |def |class )", re.M
@@ -50,8 +60,8 @@ _HINT_WORDS = (
 )  # fmt: skip
 _LINE_START_HINT = re.compile(r"\n[ \t]*(?:[$>#] |at |=+ |FAILED|PASSED|ERROR)")
 _NUMBER = re.compile(r"\d+")
+_SHORT_CHARS = 240
 _MAX_PROSE_CHARS = 64_000  # prose beyond this is in the archive, not in the facts
-_NOTE = re.compile(r"\b(?:TODO|FIXME|XXX|HACK|BUG)\b.*")
 
 
 def _scalar(value: Any) -> str:
@@ -190,24 +200,6 @@ def summarize_log(text: str, signal: list[str] | None = None) -> str:
     return prefix + "; ".join(kept)
 
 
-def summarize_code(text: str) -> str:
-    """Definitions and notes of a source file."""
-    lines = text.splitlines()
-    items: list[str] = []
-    for line in lines:
-        match = _CODE_DEF.match(line)
-        if match:
-            items.append(" ".join(match.group(0).strip().rstrip(":{ ").split())[:120])
-        else:
-            note = _NOTE.search(line)
-            if note:
-                items.append(note.group(0).strip()[:120])
-    if len(items) > _MAX_CODE_ITEMS:
-        items = [*items[:_MAX_CODE_ITEMS], f"…+{len(items) - _MAX_CODE_ITEMS} more"]
-    summary = f"{len(lines)} lines"
-    return f"{summary}; " + "; ".join(items) if items else summary
-
-
 def looks_like_log(text: str) -> bool:
     return text.count("\n", 0, 100_000) >= 2 and bool(_signal_lines(text))
 
@@ -218,8 +210,67 @@ def looks_like_code(text: str) -> bool:
     sample = text[:20000]
     return (
         bool(_CODE_HINT.search(sample))
-        or sum(1 for line in sample.splitlines() if _CODE_DEF.match(line)) >= 2
+        or sum(1 for line in sample.splitlines() if DEF.match(line)) >= 2
     )
+
+
+# A tag alone at the end of a line that a closing tag alone at a line start matches:
+# a wrapper a harness put around the output (<output>, <output_head>), not content.
+_OPEN_TAG = re.compile(r"<([A-Za-z_][\w-]{0,30})>[ \t]*(?=\n)")
+_VALUE_TAG = re.compile(r"<([A-Za-z_][\w-]{0,30})>[ \t]*([^<>\n]{0,40}?)[ \t]*</\1>")
+_QUIET_VALUE = re.compile(r"(?:code|status)$", re.I)
+
+
+def unwrap(text: str) -> str:
+    """The output without a harness's wrapper tags; ``<returncode>0</returncode>``
+    goes (success says nothing), another value stays as ``name value``; a
+    ``<warning>`` block keeps only its first line."""
+    if "<" not in text:
+        return text
+    for name in {match.group(1) for match in _OPEN_TAG.finditer(text)}:
+        closing = re.compile(rf"(?:^|\n)[ \t]*</{re.escape(name)}>", re.M)
+        if not closing.search(text):
+            continue
+        if name.lower() == "warning":
+            text = re.sub(
+                rf"<{name}>\s*\n([^\n]*)\n.*?</{name}>",
+                lambda m: m.group(1).strip() + "\n",
+                text,
+                flags=re.S,
+            )
+        text = re.sub(rf"</?{re.escape(name)}>", "\n", text)
+
+    def value(match: re.Match[str]) -> str:
+        name, content = match.group(1), match.group(2).strip()
+        if _QUIET_VALUE.search(name) and content in ("0", ""):
+            return ""
+        return f"{name} {content}"
+
+    text = _VALUE_TAG.sub(value, text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
+
+
+def _shaped(text: str) -> str | None:
+    """The summary of output with a recognisable shape, or None."""
+    if looks_like_test_run(text):
+        return summarize_test_run(text)
+    if "Traceback (most recent call last)" in text:
+        return summarize_traceback(text)
+    rows = numbered_lines(text)
+    if rows is not None:
+        colon = all(re.match(r"^\s*\d+[:-]", line) for line in text.splitlines() if line.strip())
+        return summarize_numbered(rows, colon)
+    hits = grep_hits(text)
+    if hits is not None:
+        return summarize_grep(hits)
+    names = listed_names(text)
+    if names is not None:
+        return summarize_listing(names)
+    if looks_like_code(text):
+        return summarize_code(text)
+    if looks_like_traceback(text):
+        return summarize_traceback(text)
+    return None
 
 
 def summarize_output(text: str, skip_values: frozenset[str] = frozenset()) -> str:
@@ -227,8 +278,15 @@ def summarize_output(text: str, skip_values: frozenset[str] = frozenset()) -> st
     value = parse_json(text)
     if value is not None:
         return summarize_json(value, skip_values)
-    if looks_like_code(text):
-        return summarize_code(text)
+    text = unwrap(text)
+    if not text.strip():
+        return ""
+    shaped = _shaped(text) if text.count("\n", 0, 100_000) >= 1 else None
+    if shaped:
+        return shaped
+    if len(text) <= _SHORT_CHARS and text.count("\n") < 3:
+        # Short output is cheap word for word; telegraph would strip code's punctuation.
+        return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     if text.count("\n", 0, 100_000) >= 2:
         signal = _signal_lines(text)
         if signal:

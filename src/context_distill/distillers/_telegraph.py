@@ -62,7 +62,9 @@ _COURTESY = re.compile(
     r"no problem|you'?re welcome|of course|for sure|absolutely|exactly|indeed|"
     r"me too|same here|i agree|agreed|true|right|yes|yeah|yep|ok|okay|sure|"
     r"keep (?:it )?up(?: the good work)?|you got this|good luck|well done|"
-    r"talk (?:to you )?(?:soon|later)|catch you later)[\s,!.?]*)+$",
+    r"talk (?:to you )?(?:soon|later)|catch you later|spill (?:the )?beans|fingers crossed|"
+    r"hang in there|way to go|go for it|you rock|tell me (?:more|everything)(?: about it)?|"
+    r"do tell|(?:\d+ ?% )?agreed?(?: \d+ ?%)?)[\s,!.?]*)+$",
     re.I,
 )
 

@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
+from ..messages import plain_text
 from ..types import Group, GroupFacts
 from ._prompt import grounded, prompt_messages, with_fallback
 from .base import Distiller
@@ -38,17 +39,8 @@ def chat_prompt(group: Group, *, examples: bool = True) -> list[BaseMessage]:
     ]
 
 
-def _answer_text(response: Any) -> str:
-    content = getattr(response, "content", response)
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            block if isinstance(block, str) else str(block.get("text", ""))
-            for block in content
-            if isinstance(block, (str, dict))
-        )
-    return str(content)
+def _answer(response: Any) -> str:
+    return plain_text(response) if isinstance(response, BaseMessage) else str(response)
 
 
 class ChatModelDistiller(Distiller):
@@ -89,7 +81,7 @@ class ChatModelDistiller(Distiller):
                 logger.warning("chat model failed on a group of %s: %s", group.thread_id, answer)
                 results.append(GroupFacts(facts=[], notes=[f"chat model failed: {answer!r}"[:200]]))
                 continue
-            results.append(grounded(group, _answer_text(answer), min_overlap=self.min_overlap))
+            results.append(grounded(group, _answer(answer), min_overlap=self.min_overlap))
         return with_fallback(groups, results, self.fallback)
 
     def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:

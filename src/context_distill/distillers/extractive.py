@@ -9,14 +9,16 @@ word of a fact is a word of its source, except resolved dates.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolCall, ToolMessage
 
 from ..dates import message_date, resolve_relative
-from ..messages import MARKER_KEY, REDUCED_MARK
-from ..tokens import TextCounter, block_text
+from ..messages import MARKER_KEY, REDUCED_MARK, prose_of
+from ..tokens import TextCounter
 from ..types import Fact, Group, GroupFacts
 from ._structured import summarize_output
 from ._telegraph import split_speaker, telegraph
@@ -26,34 +28,15 @@ _ROLE_LABEL = {"human": "User", "ai": "AI", "system": "System", "tool": "Tool"}
 _MAX_ARG_CHARS = 160
 
 
-def prose_of(message: BaseMessage) -> str:
-    """The text a message says in words (text blocks only; tool calls apart)."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") in (None, "text"):
-            value = block_text(block)
-            if value:
-                parts.append(value)
-        elif isinstance(block, dict) and block.get("type") not in (
-            "tool_use",
-            "tool_call",
-            "reasoning",
-            "thinking",
-        ):
-            parts.append(f"[{block.get('type', 'media')}]")
-    return "\n".join(parts)
-
-
 def _arg(value: Any) -> str:
     if isinstance(value, str):
         if len(value) <= _MAX_ARG_CHARS:
             return value
-        return "<" + summarize_output(value)[:_MAX_ARG_CHARS] + ">"
+        # A script's first line says what it does and to which file (``cat <<EOF > x.py``).
+        first, _, rest = value.strip().partition("\n")
+        head = first if len(first) <= _MAX_ARG_CHARS else first[: _MAX_ARG_CHARS - 1] + "…"
+        body = summarize_output(rest)[:_MAX_ARG_CHARS] if rest.strip() else ""
+        return f"{head} <{body}>" if body else head
     text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
     return text if len(text) <= _MAX_ARG_CHARS else text[: _MAX_ARG_CHARS - 1] + "…"
 
@@ -77,8 +60,25 @@ def _tool_summary(result: ToolMessage, stated: frozenset[str]) -> str:
     carried = reduced_facts(result)
     summary = carried if carried is not None else summarize_output(prose_of(result), stated)
     if result.status == "error":
-        summary = f"ERROR {summary}"
-    return summary or "(empty)"
+        return f"ERROR {summary}" if summary else "ERROR"
+    return summary  # empty: the call succeeded and said nothing
+
+
+_FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+
+
+def _prose_parts(body: str, anchor: datetime | None) -> list[str]:
+    """Telegraphic clauses of a message; a fenced code block is read as code, not prose."""
+    parts: list[str] = []
+    position = 0
+    for match in _FENCE.finditer(body):
+        parts.extend(telegraph(resolve_relative(body[position : match.start()], anchor)))
+        summary = summarize_output(match.group(1))
+        if summary:
+            parts.append(summary)
+        position = match.end()
+    parts.extend(telegraph(resolve_relative(body[position:], anchor)))
+    return parts
 
 
 def distill_group(group: Group) -> list[Fact]:
@@ -101,7 +101,7 @@ def distill_group(group: Group) -> list[Fact]:
                 facts.append(Fact(compact, (message_id,)))
         elif text.strip():
             speaker, body = split_speaker(text)
-            parts = telegraph(resolve_relative(body, anchor))
+            parts = _prose_parts(body, anchor)
             if parts:
                 facts.append(
                     Fact(f"{speaker or _label(message)}: {'; '.join(parts)}", (message_id,))
@@ -114,9 +114,9 @@ def distill_group(group: Group) -> list[Fact]:
                     facts.append(Fact(line, (message_id,)))
                     continue
                 result, result_id = found
-                facts.append(
-                    Fact(f"{line} → {_tool_summary(result, stated)}", (message_id, result_id))
-                )
+                summary = _tool_summary(result, stated)
+                text = f"{line} → {summary}" if summary else line
+                facts.append(Fact(text, (message_id, result_id)))
     for result, result_id in results.values():  # results whose call we could not match
         facts.append(Fact(f"tool result → {_tool_summary(result, frozenset())}", (result_id,)))
     if not facts:

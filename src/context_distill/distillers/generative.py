@@ -11,18 +11,17 @@ padding, greedy, a cap on new tokens, a stop at the first blank line).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
-from ..models.batcher import MicroBatcher
 from ..models.decoding import greedy_generate
-from ..models.loading import LazyModel, LoadedModel, require_local_extra
+from ..models.loading import LoadedModel
 from ..types import Group, GroupFacts
+from ._local import LocalModelDistiller
 from ._prompt import grounded, prompt_messages, with_fallback
 from .base import Distiller
 
 
-class GenerativeDistiller(Distiller):
+class GenerativeDistiller(LocalModelDistiller):
     """Facts written by a local instruct model, checked against their source.
 
     ``model`` is a Hugging Face id, a folder, a ``.gguf`` file, a
@@ -50,11 +49,9 @@ class GenerativeDistiller(Distiller):
         cuda_graphs: bool = True,
         batch_window_s: float = 0.002,
     ) -> None:
-        if not isinstance(model, LoadedModel):
-            require_local_extra("the generative distiller")
+        super().__init__(model, device, dtype, batch_window_s)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, not {max_new_tokens}")
-        self._model = LazyModel(model, device, dtype)
         self.fallback = fallback
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
@@ -62,17 +59,6 @@ class GenerativeDistiller(Distiller):
         self.examples = examples
         self.min_overlap = min_overlap
         self.cuda_graphs = cuda_graphs
-        self._batcher: MicroBatcher[Group, GroupFacts] = MicroBatcher(
-            self._distill_batch, window_s=batch_window_s
-        )
-
-    @property
-    def model(self) -> LoadedModel:
-        """The writing model, loaded on first use (once per process)."""
-        return self._model.get()
-
-    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
-        return self._batcher.submit(groups)
 
     def answer_cap(self, group: Group) -> int:
         """New tokens allowed for a group: its target size with room for bullets."""

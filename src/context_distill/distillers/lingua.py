@@ -16,16 +16,15 @@ import bisect
 import math
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..grounding import STOPWORDS, is_idlike
-from ..models.batcher import MicroBatcher
-from ..models.loading import LazyModel, LoadedModel, require_local_extra
+from ..dates import written_date_spans
+from ..models.loading import LoadedModel
 from ..models.surprisal import surprisal
 from ..types import Fact, Group, GroupFacts
+from ..words import STOPWORDS, is_idlike
+from ._local import LocalModelDistiller
 from ._prompt import Segment, segments
-from .base import Distiller
 
 _WORD = re.compile(r"\S+")
 _SENTENCE_END = re.compile(r"[.!?]$")
@@ -41,13 +40,6 @@ _FILLER = STOPWORDS | frozenset(
     basically seriously truly pretty kinda gonna wanna gotta i'm i've i'll i'd you're you've
     you'll you'd he's she's it's we're we've we'll they're they've that's there's what's
     let's let me myself yourself appreciate appreciated means mean tbh btw""".split()
-)
-_MONTH = "January|February|March|April|May|June|July|August|September|October|November|December"
-# What context_distill.dates writes for "last Sunday", "two weeks ago", "last night":
-# kept whole, because "Sunday 25 May 2023" would say something else.
-_RESOLVED = re.compile(
-    rf"\b(?:(?:\d+|few) )?\w+ (?:before|after|of) \d{{1,2}} (?:{_MONTH}) \d{{4}}"
-    rf"|\b\d{{1,2}} (?:{_MONTH}) \d{{4}}|\b(?:{_MONTH}) \d{{4}}"
 )
 _GREETING = frozenset(
     "hey hi hello thanks thank wow oh yeah yes so well congrats sorry aw ah dear bye".split()
@@ -98,7 +90,7 @@ def _words(text: str) -> list[_Word]:
     sentence_start = True
     previous = ""
     previous_opened = False
-    dates = [match.span() for match in _RESOLVED.finditer(text)]
+    dates = written_date_spans(text)  # resolved relative dates, kept whole
     for match in _WORD.finditer(text):
         word = match.group(0)
         in_date = any(start < match.end() and match.start() < end for start, end in dates)
@@ -143,7 +135,7 @@ def _clean(word: str) -> str:
     return stripped
 
 
-class LinguaDistiller(Distiller):
+class LinguaDistiller(LocalModelDistiller):
     """Keeps each message's most informative words, scored by a causal LM.
 
     ``model`` is a Hugging Face id, a folder, a ``.gguf`` file, a :class:`LoadedModel`
@@ -170,30 +162,17 @@ class LinguaDistiller(Distiller):
         stopword_weight: float = 0.0,
         batch_window_s: float = 0.002,
     ) -> None:
-        if not isinstance(model, LoadedModel):
-            require_local_extra("the lingua distiller")
+        super().__init__(model, device, dtype, batch_window_s)
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], not {ratio}")
         if chunk_tokens <= context_tokens + 8:
             raise ValueError("chunk_tokens must exceed context_tokens by more than 8")
-        self._model = LazyModel(model, device, dtype)
         self.ratio = ratio
         self.max_ratio = max_ratio
         self.chunk_tokens = chunk_tokens
         self.context_tokens = context_tokens
         self.max_batch_tokens = max_batch_tokens
         self.stopword_weight = stopword_weight
-        self._batcher: MicroBatcher[Group, GroupFacts] = MicroBatcher(
-            self._distill_batch, window_s=batch_window_s
-        )
-
-    @property
-    def model(self) -> LoadedModel:
-        """The scoring model, loaded on first use (once per process)."""
-        return self._model.get()
-
-    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
-        return self._batcher.submit(groups)
 
     # -- the batch -------------------------------------------------------------
 

@@ -200,12 +200,6 @@ class LazyModel:
         return self._loaded
 
 
-def register_model(loaded: LoadedModel) -> None:
-    """Put an already built model in the process cache under its source (tests, embedding)."""
-    with _CACHE_LOCK:
-        _CACHE[(loaded.source, str(loaded.device), str(loaded.dtype))] = loaded
-
-
 def clear_cache() -> None:
     """Forget every loaded model (their memory is freed once nothing else holds them)."""
     with _CACHE_LOCK:

@@ -2,11 +2,12 @@
 
 ``MemoryStore`` is the protocol the rest of the library talks to; SQLite is the
 embedded backend (``SQLiteMemoryStore``), and other databases plug in behind the
-same protocol.
+same protocol (``context_distill.postgres``); ``open_store`` opens either.
 """
 
 from __future__ import annotations
 
+from ._open import open_store
 from ._sqlite_schema import SCHEMA_VERSION, fts_query
 from .protocol import MemoryStore, SyncMemoryStore
 from .records import (
@@ -43,4 +44,5 @@ __all__ = [
     "SyncMemoryStore",
     "ThreadSnapshot",
     "fts_query",
+    "open_store",
 ]

@@ -242,6 +242,25 @@ class SQLiteReader:
         ranked.sort(key=lambda item: item[0])
         return [hit for _, hit in ranked[:limit]]
 
+    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
+        """Every archived message of a thread in archive order, without its full text:
+        number, id, role, state, tokens, distillation, when archived, length, a preview."""
+        check_thread_id(thread_id)
+        keys = "ref message_id role state tokens distillation_id archived_at chars preview"
+        # Bytes, not text: SQLite's text functions stop at a NUL character.
+        rows = self._rows(
+            "SELECT seq, message_id, role, state, tokens, distillation_id, archived_at, "
+            "length(CAST(text AS BLOB)), substr(CAST(text AS BLOB), 1, ?) FROM messages "
+            "WHERE thread_id = ? ORDER BY seq",
+            (4 * preview, thread_id),
+        )
+        out = []
+        for row in rows:
+            entry = dict(zip(keys.split(), row, strict=True))
+            entry["preview"] = bytes(entry["preview"]).decode("utf-8", "ignore")[:preview]
+            out.append(entry)
+        return out
+
     def threads(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT thread_id FROM threads ORDER BY created_at")]
 
@@ -290,7 +309,7 @@ class SQLiteReader:
         check_thread_id(thread_id)
         rows = self._rows(
             "SELECT id, text, source_ids, refs, tokens, distillation_id, retired_at "
-                    "FROM facts "
+            "FROM facts "
             "WHERE thread_id = ? ORDER BY id",
             (thread_id,),
         )

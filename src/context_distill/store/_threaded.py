@@ -101,6 +101,11 @@ class ThreadedAsync:
             self.search, query, thread_id=thread_id, limit=limit, kinds=kinds
         )
 
+    async def amessage_index(
+        self: SyncMemoryStore, thread_id: str, *, preview: int = 160
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.message_index, thread_id, preview=preview)
+
     async def athreads(self: SyncMemoryStore) -> list[str]:
         return await asyncio.to_thread(self.threads)
 

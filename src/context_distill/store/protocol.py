@@ -112,6 +112,12 @@ class SyncMemoryStore(Protocol):
         text (every word must occur, a ``"quoted phrase"`` in order), never syntax."""
         ...
 
+    def message_index(self, thread_id: str, *, preview: int = 160) -> list[dict[str, Any]]:
+        """Every archived message of a thread in archive order, without its full text:
+        ``ref message_id role state tokens distillation_id archived_at chars preview``
+        (``chars`` is the text's stored length: a size, not an exact character count)."""
+        ...
+
     def threads(self) -> list[str]:
         """Every thread id, oldest first."""
         ...
@@ -183,6 +189,10 @@ class MemoryStore(SyncMemoryStore, Protocol):
         limit: int = 20,
         kinds: Sequence[str] = KINDS,
     ) -> list[SearchHit]: ...
+
+    async def amessage_index(
+        self, thread_id: str, *, preview: int = 160
+    ) -> list[dict[str, Any]]: ...
 
     async def athreads(self) -> list[str]: ...
 

@@ -67,16 +67,7 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         self._known_last = {}
         try:
             if read_only:
-                if not Path(self.path).is_file():
-                    raise StoreError(f"no archive at {self.path!r}")
-                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(
-                    uri,
-                    uri=True,
-                    timeout=busy_timeout_s,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
+                conn = self._connect_read_only(busy_timeout_s)
             else:
                 conn = sqlite3.connect(
                     self.path,
@@ -416,3 +407,30 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
 
     def __repr__(self) -> str:
         return f"SQLiteMemoryStore({self.path!r})"
+
+    # -- read-only opening --------------------------------------------------
+
+    def _connect_read_only(self, busy_timeout_s: float) -> sqlite3.Connection:
+        """A connection that cannot write: ``mode=ro``, or ``immutable=1`` where even
+        that cannot read (a WAL archive in a folder this user may not write: no -shm
+        file can be made beside it)."""
+        if not Path(self.path).is_file():
+            raise StoreError(f"no archive at {self.path!r}")
+        base = Path(self.path).resolve().as_uri()
+        for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+            conn = sqlite3.connect(
+                base + flags,
+                uri=True,
+                timeout=busy_timeout_s,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                continue
+            if "immutable" in flags:
+                logger.info("%s read as immutable: no -shm file can be made beside it", self.path)
+            return conn
+        raise StoreError(f"cannot read the archive at {self.path!r}: permission denied")

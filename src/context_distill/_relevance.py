@@ -1,0 +1,182 @@
+"""What a fact's words are worth in the memory block: information, rarity, relevance.
+
+A clause is worth its informative words (numbers, names and identifiers most,
+words of reaction little), each weighed by how few facts of the thread use it.
+What the rest of the view shows (the task, the latest human turn, the recent
+turns) is the focus: its words add little in a fact, and a caller may also favour
+clauses that name them (identifiers and paths most). A clause that says nothing
+(``100% agree``, ``ok ok ok``) is worth nothing and is never shown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from langchain_core.messages import BaseMessage
+
+from .messages import text_of
+
+_WORD = re.compile(r"[\w'./:-]+", re.UNICODE)
+_DIGIT = re.compile(r"\d")
+_IDLIKE = re.compile(r"(?=[^\d]*\d)(?=.*[a-z_/])\S{4,}$")  # letters and digits: an identifier
+_CODE_NAME = re.compile(r"\w_\w|\w/\w|\w\.\w|[a-z][A-Z]")  # snake_case, a/path, a.b, camelCase
+_NUMBER_ONLY = re.compile(r"^[\d.,:%#-]+$")
+COMMON = frozenset(
+    """a an the and or but if then so of to in on at by for with from as is are was were be
+    been being it its this that these those i you he she we they me him her us them my your
+    his our their do does did have has had not no yes just very really also too can could
+    will would should may might must shall about into over after before up down out off
+    again more most some any all each every both few many much such only own same than
+    there here when where why how what which who whom user assistant ai thanks thank okay
+    ok great good nice sure yeah hey hi hello""".split()
+)
+# Words of reaction and feeling: true, but rarely what anyone asks about later.
+VAGUE = frozenset(
+    """amazing awesome awful beautiful cool exciting excited fantastic fun glad grateful
+    happy hopeful important incredible inspiring inspired interesting lovely love loved
+    meaningful nice optimistic powerful proud rewarding sad special super thankful tough
+    wonderful feel feeling felt feels think thought know make made makes making want wanted
+    going time times really lot lots thing things way day days people guys
+    definitely totally""".split()
+)
+# Words that only agree or react: a clause made of these (and a percentage) is empty.
+_REACTION = frozenset(
+    """agree agreed true right same exactly absolutely indeed yep yup lol haha wow cute
+    omg congrats congratulations cheers bye welcome sorry please done""".split()
+)
+# How strongly a focus word ties a clause to the work: identifiers, names, other words.
+FOCUS_ID, FOCUS_NAME, FOCUS_WORD = 1.5, 0.6, 0.3
+_FOCUS_CHARS = 24_000
+
+
+def key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def base_words(text: str) -> list[tuple[str, float]]:
+    """The informative words of a clause, each with a weight before rarity.
+
+    Numbers and names weigh more than plain words, words of reaction little; a
+    question carries half of what a statement does, and a clause of bare numbers
+    (line numbers, counts) little.
+    """
+    out: dict[str, float] = {}
+    question = 0.5 if text.rstrip().endswith("?") else 1.0
+    for word in _WORD.findall(text):
+        lower = word.lower().strip(".:'-/")
+        if not lower or lower in out or lower in COMMON:
+            continue
+        if _DIGIT.search(word):
+            base = 2.0
+        elif lower in VAGUE:
+            base = 0.2
+        elif word[0].isupper():
+            base = 1.5
+        elif len(lower) > 2:
+            base = 1.0
+        else:
+            continue
+        out[lower] = base * question
+    if out and all(_NUMBER_ONLY.match(word) for word in out):
+        return [(word, 0.3 * weight) for word, weight in out.items()]
+    return list(out.items())
+
+
+def content_free(clause: str) -> bool:
+    """A clause that carries nothing: reactions, agreement, one word said over and over."""
+    words = [w.lower().strip(".:'-/%") for w in _WORD.findall(clause)]
+    words = [w for w in words if w]
+    if not words:
+        return True
+    if len(words) >= 3 and len(set(words)) == 1:
+        return True
+    meaningful = [
+        w
+        for w in words
+        if w not in COMMON and w not in VAGUE and w not in _REACTION and not w.isdigit()
+    ]
+    return not meaningful and any(w in _REACTION or w in COMMON or w in VAGUE for w in words)
+
+
+def collapse_alike(clauses: list[str]) -> list[str]:
+    """A run of three or more clauses that differ only in their numbers (``def
+    helper_0(x); def helper_1(x); …``): the first, the last and how many."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) >= 3:
+            out.extend([run[0], f"…{len(run) - 2} alike…", run[-1]])
+        else:
+            out.extend(run)
+        run.clear()
+
+    for clause in clauses:
+        if run and re.sub(r"\d+", "#", clause) != re.sub(r"\d+", "#", run[-1]):
+            flush()
+        run.append(clause)
+    flush()
+    return out
+
+
+def rarity(df: Mapping[str, int], held: int) -> dict[str, float]:
+    """Weight of each word by how few held facts of this thread use it.
+
+    An identifier (a user id, an order number, a path) that many facts repeat is
+    what the thread is about, not noise: it weighs as if it were rare.
+    """
+    top = math.log(1.0 + held)
+    return {
+        word: top if _IDLIKE.match(word) else math.log(1.0 + held / count)
+        for word, count in df.items()
+    }
+
+
+def focus_terms(texts: Iterable[str]) -> dict[str, float]:
+    """What the work in progress names, each word with the boost it gives a fact.
+
+    Identifiers (snake_case, paths, dotted names, letters with digits) weigh most,
+    then names, then other content words; only the newest part of long text counts.
+    """
+    terms: dict[str, float] = {}
+    for text in texts:
+        for word in _WORD.findall(text[-_FOCUS_CHARS:]):
+            lower = word.lower().strip(".:'-/")
+            if len(lower) < 3 or lower in COMMON or lower in VAGUE:
+                continue
+            if _CODE_NAME.search(word) or _IDLIKE.match(lower):
+                boost = FOCUS_ID
+            elif word[0].isupper():
+                boost = FOCUS_NAME
+            else:
+                boost = FOCUS_WORD
+            if boost > terms.get(lower, 0.0):
+                terms[lower] = boost
+    return terms
+
+
+def focus_of(view: Sequence[BaseMessage]) -> list[str]:
+    """The texts a view's work in progress is about: the task (the first human
+    message), the latest human message and the newest turns, newest last.
+
+    ``view`` is the view without its memory block (the system prompt is left out:
+    it says how to work, not on what).
+    """
+    humans = [m for m in view if m.type == "human"]
+    texts = [text_of(humans[0])] if humans else []
+    if len(humans) > 1:
+        texts.append(text_of(humans[-1]))
+    recent: list[str] = []
+    size = 0
+    for message in reversed(view):
+        if message.type == "system" or (humans and message is humans[0]):
+            break
+        text = text_of(message)
+        recent.append(text)
+        size += len(text)
+        if size >= _FOCUS_CHARS:
+            break
+    texts.extend(reversed(recent))
+    return texts
