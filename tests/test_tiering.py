@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from invariants import ThreadChecker, check_db, tool_pairing
+from invariants import ThreadChecker, check_db, open_archive, tool_pairing
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -223,21 +223,21 @@ def test_older_results_show_as_facts_while_calls_stay_verbatim(tmp_path: Path) -
     store.close()
 
 
-def test_a_restart_shows_the_same_reduced_view(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+def test_a_restart_shows_the_same_reduced_view(target: Any) -> None:
+    db = target  # an SQLite file or a PostgreSQL schema: the rebuild reads the protocol
     options: dict[str, Any] = {"memory_share": 0.1, "keep_recent_tokens": 2500}
     probe = replay(engine_for(SQLiteMemoryStore(":memory:"), **options), session(60))
     # A length at which the view holds reduced results beside a memory block.
     end = max(n + 1 for n, u in enumerate(probe) if _reduced(u.view) and u.stats.distillations)
     history = session(60)[:end]
-    first = replay(engine_for(SQLiteMemoryStore(db), **options), history)[-1]
+    first = replay(engine_for(open_archive(db), **options), history)[-1]
     assert render(first.view) == render(probe[end - 1].view)
-    cold = engine_for(SQLiteMemoryStore(db), **options)
+    cold = engine_for(open_archive(db), **options)
     again = cold.update("t", history)  # a new process, the whole history at once
     assert render(again.view) == render(first.view)
     assert not again.distilled
     held = list(first.view)  # a caller that keeps the compact view (rewrite style)
-    warm = engine_for(SQLiteMemoryStore(db), **options)
+    warm = engine_for(open_archive(db), **options)
     assert render(warm.update("t", held).view) == render(first.view)
     assert not check_db(db)
 
@@ -295,8 +295,8 @@ def test_a_failing_distiller_leaves_results_as_they_were(tmp_path: Path) -> None
     store.close()
 
 
-def test_a_huge_newest_result_is_shortened_before_the_memory_starves(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+def test_a_huge_newest_result_is_shortened_before_the_memory_starves(target: Any) -> None:
+    db = target
     history = session(30)
     dump = "\n".join(f"line {n}: value_{n} = {n * 7}" for n in range(800))
     history += [
@@ -306,7 +306,7 @@ def test_a_huge_newest_result_is_shortened_before_the_memory_starves(tmp_path: P
         ToolMessage(dump, tool_call_id="cbig", id="big"),
     ]  # fmt: skip
     options = {"memory_share": 0.4, "max_tool_result_tokens": 10**6}
-    engine = engine_for(SQLiteMemoryStore(db), **options)
+    engine = engine_for(open_archive(db), **options)
     final = replay(engine, history)[-1]
     shown = final.view[-1]
     assert shown.id == "big" and shown.additional_kwargs.get(MARKER_KEY) == REDUCED_MARK
@@ -317,7 +317,7 @@ def test_a_huge_newest_result_is_shortened_before_the_memory_starves(tmp_path: P
     assert stats.memory_tokens >= room * 0.8 or stats.facts_shown == stats.facts
     details = [row["details"] for row in engine.store.distillations("t")]
     assert any("shortened" in d for d in details)
-    cold = engine_for(SQLiteMemoryStore(db), **options)
+    cold = engine_for(open_archive(db), **options)
     assert render(cold.update("t", history).view) == render(final.view)
     assert not check_db(db)
 
