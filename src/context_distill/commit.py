@@ -168,6 +168,7 @@ class Committer:
             fit_memory(self._budget, thread.ledger, thread.memory)
             return "dropped"
         source_tokens = sum(group.tokens for group in job.live)
+        read = max(sum(group.tokens for group in job.groups), source_tokens)  # originals too
         log = DistillationLog(
             distiller=self._name,
             outcome=outcome.outcome,
@@ -188,10 +189,8 @@ class Committer:
             else:
                 records = _fact_records(facts, thread.memory)
                 fact_tokens = sum(record.tokens for record in records)
-                if fact_tokens > 1.2 * source_tokens + 32:
-                    reason = (
-                        f"facts ({fact_tokens} tokens) larger than their source ({source_tokens})"
-                    )
+                if fact_tokens > 1.2 * read + 32:
+                    reason = f"facts ({fact_tokens} tokens) larger than their source ({read})"
                     log.outcome = "rejected"
         if reason is not None:
             log.error = reason

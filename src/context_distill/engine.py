@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 from .commit import Committer, Outcome
 from .distiller_call import DistillerRunner, isolated
 from .distillers import Distiller, resolve_distiller
-from .errors import InvalidMessageError
+from .errors import InvalidMessageError, StoreError
 from .intake import Intake
 from .ledger import TokenCache
 from .messages import MessagesInput, coerce_messages, derived_id, marker
@@ -288,7 +288,18 @@ class ContextDistiller:
 
     def _plan(self, thread: ThreadState, round_: int) -> Job | None:
         """The policy's decision for this round, as a job (tiering.plan)."""
-        return plan(self.budget, thread, round_)
+        return plan(self.budget, thread, round_, lambda mid: self._original(thread, mid))
+
+    def _original(self, thread: ThreadState, message_id: str) -> tuple[BaseMessage, int] | None:
+        """An archived original and its tokens, read back for a distillation."""
+        try:
+            found = self.store.get_messages(thread.thread_id, ids=[message_id])
+        except StoreError:
+            return None
+        if not found:
+            return None
+        message = found[0][1]
+        return message, self._tokens.message_tokens(message, message_id, None)
 
     def _maybe_prefetch(self, thread: ThreadState) -> None:
         """Past the soft threshold, distill the groups the next crossing will need, aside."""
@@ -299,7 +310,8 @@ class ContextDistiller:
             return
         if thread.health.turn < thread.health.retry_turn:
             return
-        todo = thread.prefetch.missing(ahead(self.budget, thread), thread.ledger.live_ids)
+        groups = ahead(self.budget, thread, lambda mid: self._original(thread, mid))
+        todo = thread.prefetch.missing(groups, thread.ledger.live_ids)
         if todo:
             thread.prefetch.start(
                 thread.thread_id,

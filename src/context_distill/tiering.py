@@ -9,10 +9,14 @@ facts, head and tail. How a reduced result looks and is rebuilt: reduced.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from langchain_core.messages import BaseMessage
 
 from .dates import advance
 from .ledger import Ledger, LiveGroup
+from .messages import REDUCED_MARK, marker
 from .policy import (
     TARGET_RATIO,
     Budget,
@@ -28,6 +32,9 @@ from .types import Group
 
 KEEP_RESULTS = 3  # newest groups with tool results whose results stay verbatim
 MIN_REDUCE_TOKENS = 64  # smaller results stay verbatim: their facts would save little
+
+#: Reads an archived original back by message id, with its tokens (None when it cannot).
+Original = Callable[[str], tuple[BaseMessage, int] | None]
 
 
 def reducible(ledger: Ledger, archive: Archive) -> list[tuple[LiveGroup, int]]:
@@ -135,7 +142,9 @@ def shorten_job(
     )
 
 
-def plan(budget: Budget, thread: ThreadState, round_: int) -> Job | None:
+def plan(
+    budget: Budget, thread: ThreadState, round_: int, original: Original | None = None
+) -> Job | None:
     """This round's view change, in tiers: older tool results shown as their facts;
     whole groups into the memory block when reductions alone will not do (first, so
     that no result is reduced just before its group goes); the newest results cut
@@ -156,7 +165,7 @@ def plan(budget: Budget, thread: ThreadState, round_: int) -> Job | None:
     if sum(savings.values()) < need:
         target = budget.target(ledger.pinned_tokens)
         beside = beside_need(budget, ledger)
-        job = whole_job(budget, thread, view - target, round_, beside, savings)
+        job = whole_job(budget, thread, view - target, round_, beside, savings, original)
     job = (
         job
         or reduce_job(thread.thread_id, items, need, ratio, view, round_)
@@ -174,13 +183,18 @@ def whole_job(
     round_: int,
     beside: float = 0,
     reducible: Mapping[int, float] | None = None,
+    original: Original | None = None,
 ) -> Job | None:
-    """Whole groups into the memory block (policy.select), from the thread's anchor."""
+    """Whole groups into the memory block (policy.select), from the thread's anchor.
+
+    A result the view shows cut to its head and tail is distilled from its original
+    (``original`` reads it back): the cut copy's facts were cut to fit too.
+    """
     archive = thread.archive
     if not archive.anchor_ready:
         archive.anchor = advance(archive.anchor, thread.ledger.pinned)
         archive.anchor_ready = True
-    return select(
+    job = select(
         thread.thread_id,
         thread.ledger,
         need,
@@ -193,13 +207,26 @@ def whole_job(
         beside,
         reducible,
     )
+    if job is not None and original is not None:
+        for index, (group, request) in enumerate(zip(job.live, job.groups, strict=True)):
+            messages, tokens = list(request.messages), request.tokens
+            for position, message in enumerate(messages):
+                known = archive.inline.get(group.ids[position])
+                if marker(message) != REDUCED_MARK or (known is not None and not known.limit):
+                    continue  # shown whole, or as its facts (the original's)
+                found = original(group.ids[position])
+                if found is not None:
+                    messages[position] = found[0]
+                    tokens += found[1] - group.tokens_each[position]
+            job.groups[index] = replace(request, messages=tuple(messages), tokens=tokens)
+    return job
 
 
-def ahead(budget: Budget, thread: ThreadState) -> list[Group]:
+def ahead(budget: Budget, thread: ThreadState, original: Original | None = None) -> list[Group]:
     """What the next crossings will ask the distiller: every group that may be
     distilled now, then the results beyond the newest few of the groups that stay."""
     view = thread.ledger.view_tokens(thread.memory.tokens)
-    job = whole_job(budget, thread, float("inf"), 0)
+    job = whole_job(budget, thread, float("inf"), 0, original=original)
     groups = list(job.groups) if job is not None else []
     going = {id(group) for group in job.live} if job is not None else set()
     items = [(g, p) for g, p in reducible(thread.ledger, thread.archive) if id(g) not in going]
