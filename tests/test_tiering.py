@@ -21,6 +21,7 @@ from langchain_core.messages import (
 
 from context_distill import ContextDistiller, ContextUpdate, SQLiteMemoryStore
 from context_distill.distillers import Distiller
+from context_distill.distillers.extractive import ExtractiveDistiller
 from context_distill.ledger import Ledger, TokenCache
 from context_distill.memory import MemoryBlock
 from context_distill.messages import MARKER_KEY, MEMORY_MARK, REDUCED_MARK
@@ -332,3 +333,38 @@ def test_chat_without_tool_calls_gets_no_reductions(tmp_path: Path) -> None:
     assert final.stats.distillations and not _reduced(final.view)
     outcomes = {row["outcome"] for row in engine.store.distillations("t")}
     assert outcomes == {"ok"}
+
+
+class _Recording(Distiller):
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.whole: list[Group] = []
+        self._inner = ExtractiveDistiller()
+
+    def distill(self, groups: Sequence[Group]) -> list[GroupFacts]:
+        self.whole.extend(g for g in groups if len(g.messages) > 1)  # not a lone result
+        return self._inner.distill(groups)
+
+
+def test_a_result_shown_cut_is_distilled_whole_from_its_original(tmp_path: Path) -> None:
+    distiller = _Recording()
+    engine = engine_for(
+        SQLiteMemoryStore(tmp_path / "t.db"), distiller=distiller, max_tool_result_tokens=200
+    )
+    history = session(60)  # each result (~320 tokens) is cut on arrival to 200
+    replay(engine, history)
+    originals = {m.id: m for m in history}
+    results = [
+        (mid, m)
+        for g in distiller.whole
+        for mid, m in zip(g.message_ids, g.messages, strict=True)
+        if isinstance(m, ToolMessage)
+    ]
+    assert results, "setup: groups with results were distilled whole"
+    for mid, message in results:
+        if message.additional_kwargs.get(MARKER_KEY) == REDUCED_MARK:
+            assert str(message.content).startswith(NOTE)  # shown as its facts: those stand
+        else:
+            assert message.content == originals[mid].content  # never the cut copy
+    assert any(m.additional_kwargs.get(MARKER_KEY) is None for _, m in results)
