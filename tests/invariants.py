@@ -188,10 +188,6 @@ def _check_threads(conn: Any, only: str | None) -> list[str]:
             problems.append(f"message {mid!r} of {tid!r}: seq {seq} >= next_seq {next_seq[tid]}")
         if state not in ("archived", "reduced", "distilled"):
             problems.append(f"message {mid!r} of {tid!r} has unknown state {state!r}")
-        if (state == "distilled") != (dist is not None):
-            problems.append(
-                f"message {mid!r} of {tid!r}: state {state!r} with distillation {dist!r}"
-            )
         if dist is not None:
             by_log[dist] = by_log.get(dist, 0) + 1
     logs = {
@@ -200,6 +196,17 @@ def _check_threads(conn: Any, only: str | None) -> list[str]:
             f"SELECT id, thread_id, outcome, facts, messages FROM distillations {scope}", params
         )
     }
+    # A distilled message names the distillation ("ok") that took it out of the view; a
+    # tool result a crossing reduced (shown as its facts) names that reduction; one
+    # shortened on arrival, or still shown, names none.
+    allowed = {"distilled": ("ok",), "reduced": (None, "reduced"), "archived": (None,)}
+    for (tid, mid), (_, state, dist) in messages.items():
+        outcome = None if dist is None else logs.get(dist, (None, "missing"))[1]
+        if state in allowed and outcome not in allowed[state]:
+            problems.append(
+                f"message {mid!r} of {tid!r}: state {state!r} with distillation {dist!r} "
+                f"({outcome})"
+            )
     facts_by_log: dict[int, int] = {}
     redone: set[int] = set()
     for fid, tid, dist, source_json, refs_json in conn.execute(
@@ -207,8 +214,11 @@ def _check_threads(conn: Any, only: str | None) -> list[str]:
     ):
         facts_by_log[dist] = facts_by_log.get(dist, 0) + 1
         log = logs.get(dist)
-        if log is None or log[0] != tid or log[1] != "ok":
+        if log is None or log[0] != tid or log[1] not in ("ok", "reduced"):
             problems.append(f"fact {fid} of {tid!r} belongs to distillation {dist} = {log}")
+        # A reduction's facts stay when a later distillation (or reduction) takes their
+        # source: the source then names the later one.
+        later_ok = log is not None and log[1] == "reduced"
         sources = json.loads(source_json)
         refs = json.loads(refs_json)
         if not sources:
@@ -220,6 +230,8 @@ def _check_threads(conn: Any, only: str | None) -> list[str]:
                 problems.append(f"fact {fid} of {tid!r} names {source!r}, not in its archive")
                 continue
             seqs.append(found[0])
+            if later_ok and found[2] is not None and found[2] > dist:
+                continue
             if found[2] != dist:
                 redone.add(dist)
                 problems.append(
@@ -235,6 +247,12 @@ def _check_threads(conn: Any, only: str | None) -> list[str]:
             if got_facts != n_facts or got_messages != n_messages or n_facts == 0:
                 problems.append(
                     f"distillation {lid} of {tid!r} logs {n_facts} facts/{n_messages} messages; "
+                    f"archive holds {got_facts} facts/{got_messages} messages: half done"
+                )
+        elif outcome == "reduced" and lid not in redone:
+            if got_facts != n_facts or got_messages > n_messages or n_facts == 0:
+                problems.append(
+                    f"reduction {lid} of {tid!r} logs {n_facts} facts/{n_messages} messages; "
                     f"archive holds {got_facts} facts/{got_messages} messages: half done"
                 )
         elif got_facts or got_messages:

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from langchain_core.messages import BaseMessage, ToolMessage
 
 from .commit import Committer, Outcome
-from .dates import advance
 from .distiller_call import DistillerRunner, isolated
 from .distillers import Distiller, resolve_distiller
+from .errors import StoreError
 from .intake import Intake
 from .ledger import TokenCache
 from .message_input import MessagesInput, coerce_messages
 from .messages import derived_id, marker
-from .policy import Budget, Job, distill_need, fit_memory, over_budget_reason, select
+from .policy import Budget, Job, over_budget_reason
 from .store import MemoryStore, SQLiteMemoryStore
 from .thread_state import ThreadState
+from .tiering import ahead, plan
 from .tokens import TextCounter, resolve_counter
 from .types import check_thread_id
 
@@ -50,6 +51,10 @@ class ContextStats:
     facts_shown: int
     over_budget: bool  # the view exceeds the budget
     reason: str | None = None  # why, when it does
+    # How the view spends its tokens: pinned prompt, memory block, the turns after it.
+    pinned_tokens: int = 0
+    memory_tokens: int = 0
+    recent_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class ContextUpdate:
 
     view: list[BaseMessage]
     changed: bool  # something was distilled or reduced this turn
-    distilled: bool  # a distillation committed this turn
+    distilled: bool  # a distillation into the memory block committed this turn
     stats: ContextStats
 
 
@@ -67,7 +72,9 @@ class ContextDistiller:
 
     ``process(thread_id, messages)`` returns the messages the model should see: the
     system prompt, the task, a memory block of facts, and the recent turns word for
-    word. Every message is archived in ``store`` by the time the call returns.
+    word (older tool results among them reduced to their facts). Every message is
+    archived in ``store`` by the time the call returns. ``memory_share``: the share of
+    the budget beside the pinned prompt that the memory block is guaranteed.
     """
 
     def __init__(
@@ -84,9 +91,15 @@ class ContextDistiller:
         recall_tool: str | None = None,
         background: bool = False,
         background_at: float = 0.8,
+        memory_share: float | None = None,
     ) -> None:
         self.budget = Budget.of(
-            budget_tokens, target_tokens, keep_recent_tokens, max_tool_result_tokens, background_at
+            budget_tokens,
+            target_tokens,
+            keep_recent_tokens,
+            max_tool_result_tokens,
+            background_at,
+            memory_share,
         )
         if distill_timeout_s is not None and distill_timeout_s <= 0:
             raise ValueError(f"distill_timeout_s must be positive or None, not {distill_timeout_s}")
@@ -98,7 +111,7 @@ class ContextDistiller:
         self._count: TextCounter = resolve_counter(token_counter)
         self._tokens = TokenCache(self._count)
         self._intake = Intake(self.store, self._tokens, self.budget, self._reduce)
-        self._committer = Committer(self.store, self.budget, self.distiller.name)
+        self._committer = Committer(self.store, self.budget, self.distiller.name, self._tokens)
         self._runner = DistillerRunner(self.distiller, self.budget, distill_timeout_s, background)
         self._threads: OrderedDict[str, ThreadState] = OrderedDict()
         self._threads_lock = threading.Lock()
@@ -118,6 +131,10 @@ class ContextDistiller:
     @property
     def max_tool_result_tokens(self) -> int:
         return self.budget.max_tool_result_tokens
+
+    @property
+    def memory_share(self) -> float:
+        return self.budget.memory_share
 
     # -- public API -------------------------------------------------------------
 
@@ -264,33 +281,19 @@ class ContextDistiller:
         )
 
     def _plan(self, thread: ThreadState, round_: int) -> Job | None:
-        """The policy's decision for this round, as a job over the ledger's groups."""
-        health = thread.health
-        waiting = health.turn < health.retry_turn
-        need = distill_need(self.budget, thread.ledger, thread.memory, round_, waiting)
-        if need is None:
-            return None
-        job = self._select(thread, need, round_)
-        if job is None:
-            fit_memory(self.budget, thread.ledger, thread.memory)
-        return job
+        """The policy's decision for this round, as a job (tiering.plan)."""
+        return plan(self.budget, thread, round_, lambda mid: self._original(thread, mid))
 
-    def _select(self, thread: ThreadState, need: float, round_: int) -> Job | None:
-        archive = thread.archive
-        if not archive.anchor_ready:
-            archive.anchor = advance(archive.anchor, thread.ledger.pinned)
-            archive.anchor_ready = True
-        return select(
-            thread.thread_id,
-            thread.ledger,
-            need,
-            thread.totals.ratio,
-            self.budget.keep_recent_tokens,
-            archive.anchor,
-            archive.distilled,
-            thread.ledger.view_tokens(thread.memory.tokens),
-            round_,
-        )
+    def _original(self, thread: ThreadState, message_id: str) -> tuple[BaseMessage, int] | None:
+        """An archived original and its tokens, read back for a distillation."""
+        try:
+            found = self.store.get_messages(thread.thread_id, ids=[message_id])
+        except StoreError:
+            return None
+        if not found:
+            return None
+        message = found[0][1]
+        return message, self._tokens.message_tokens(message, message_id, None)
 
     def _maybe_prefetch(self, thread: ThreadState) -> None:
         """Past the soft threshold, distill the groups the next crossing will need, aside."""
@@ -301,11 +304,8 @@ class ContextDistiller:
             return
         if thread.health.turn < thread.health.retry_turn:
             return
-        # Every group that may be distilled now will be, at this crossing or a later one.
-        job = self._select(thread, float("inf"), 0)
-        if job is None:
-            return
-        todo = thread.prefetch.missing(job.groups, thread.ledger.live_ids)
+        groups = ahead(self.budget, thread, lambda mid: self._original(thread, mid))
+        todo = thread.prefetch.missing(groups, thread.ledger.live_ids)
         if todo:
             thread.prefetch.start(
                 thread.thread_id,
@@ -353,4 +353,7 @@ class ContextDistiller:
             facts_shown=thread.memory.facts - thread.memory.hidden,
             over_budget=reason is not None,
             reason=reason,
+            pinned_tokens=ledger.pinned_tokens,
+            memory_tokens=thread.memory.tokens,
+            recent_tokens=ledger.head_tokens() + ledger.live_tokens,
         )

@@ -33,6 +33,7 @@ from .messages import (
 )
 from .messages import to_json as message_json
 from .policy import Budget
+from .reduced import copy_of, inline_from
 from .store import (
     ARCHIVED,
     REDUCED,
@@ -159,7 +160,13 @@ class Intake:
         archive.distilled = IdSet(snapshot.distilled)
         archive.anchor = from_iso(snapshot.anchor)
         archive.anchor_ready = snapshot.anchor is not None
-        thread.memory.restore(snapshot.facts)
+        inline, reductions = (
+            inline_from(snapshot, self._store.distillations(thread.thread_id))
+            if snapshot.facts
+            else ({}, frozenset())
+        )
+        archive.inline = inline
+        thread.memory.restore([f for f in snapshot.facts if f.distillation_id not in reductions])
         thread.memory.fit(snapshot.memory_cap)
         archive.saved_cap = snapshot.memory_cap
         totals = thread.totals
@@ -262,6 +269,7 @@ class Intake:
             tokens: int | None = None
             known: str | None = None
             held: str | None = None
+            replacement: ToolMessage | None = None
             mark = marker(message)
             if mark != MEMORY_MARK:
                 known = digest(message)
@@ -278,6 +286,9 @@ class Intake:
                     held = entry.digest if entry is not None else None
                 if tokens is None and known is not None:
                     tokens = self._tokens.message_tokens(message, mid, known)
+                inline = archive.inline.get(mid)
+                if inline is not None and tokens is not None and isinstance(message, ToolMessage):
+                    replacement = copy_of(inline, message, mid, tokens, self._tokens.count)
             outcome = ledger.add(
                 message,
                 position,
@@ -289,6 +300,7 @@ class Intake:
                 reducer=self._reducer,
                 reduce_over=over,
                 checked=True,
+                replacement=replacement,
             )
             if mid is None or known is None or tokens is None or outcome in ("memory", "skipped"):
                 continue

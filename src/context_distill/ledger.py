@@ -108,11 +108,14 @@ class Ledger:
         reducer: Reducer | None = None,
         reduce_over: int | None = None,
         checked: bool = False,
+        replacement: ToolMessage | None = None,
     ) -> str:
         """Take one new message in; raise InvalidMessageError (naming it) if it cannot be.
 
         ``message_id`` and ``tokens`` are the caller's when it knows them already, and
-        ``checked`` says the caller validated the message.
+        ``checked`` says the caller validated the message. ``replacement``: the reduced
+        copy an earlier crossing made of this tool result (a thread rebuilt from the
+        store shows it again).
         Returns what became of it: ``"memory"`` (our own memory block, ignored),
         ``"skipped"`` (distilled before), ``"reduced"`` (shown shortened; the original
         is queued in ``to_archive``) or ``"added"``.
@@ -154,7 +157,11 @@ class Ledger:
             group.answered.add(call_id)
             shown: BaseMessage = message
             outcome = "added"
-            if (
+            if replacement is not None and mark != REDUCED_MARK:
+                shown = replacement
+                tokens = tokens_of.message_tokens(replacement, message_id + "#reduced", None)
+                outcome = "reduced"
+            elif (
                 reducer is not None
                 and reduce_over is not None
                 and tokens > reduce_over
@@ -247,6 +254,44 @@ class Ledger:
         for group in self.head_groups():
             head.extend(group.messages)
         return self.pinned + head + self.live
+
+    # -- reduction ------------------------------------------------------------
+
+    def tool_results(self, keep_groups: int) -> list[tuple[LiveGroup, int]]:
+        """Tool results of answered live groups, oldest first, as (group, position),
+        leaving out the newest ``keep_groups`` groups that hold results."""
+        found: list[tuple[LiveGroup, int]] = []
+        kept = 0
+        for group in reversed(self.groups):
+            if group.pending:
+                continue
+            positions = [i for i, m in enumerate(group.messages) if isinstance(m, ToolMessage)]
+            if not positions:
+                continue
+            if kept < keep_groups:
+                kept += 1
+                continue
+            found.extend((group, i) for i in reversed(positions))
+        found.reverse()
+        return found
+
+    def replace(self, changes: Sequence[tuple[LiveGroup, int, BaseMessage, int]]) -> None:
+        """Show reduced copies in place of messages of live groups: (group, position,
+        copy, its tokens). Ids and order stay; only what the view shows changes."""
+        if not changes:
+            return
+        offsets: dict[int, int] = {}
+        offset = 0
+        for group in self.groups:
+            offsets[id(group)] = offset
+            offset += len(group.messages)
+        for group, position, copy, tokens in changes:
+            delta = tokens - group.tokens_each[position]
+            group.messages[position] = copy
+            group.tokens_each[position] = tokens
+            group.tokens += delta
+            self.live_tokens += delta
+            self.live[offsets[id(group)] + position] = copy
 
     # -- distillation ---------------------------------------------------------
 

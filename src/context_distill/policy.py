@@ -6,6 +6,7 @@ The engine asks, then acts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,8 +16,9 @@ from .ledger import Ledger, LiveGroup
 from .memory import MemoryBlock
 from .types import Group, GroupFacts
 
-MAX_ROUNDS = 4  # distillation rounds in one turn before the view is returned anyway
+MAX_ROUNDS = 6  # reduction and distillation rounds in one turn before the view is returned
 TARGET_SHARE = 0.6  # of the budget beside the pinned prompt, where distillation stops
+MEMORY_SHARE = 0.45  # of the budget beside the pinned prompt, guaranteed to the memory block
 MAX_BACKOFF_TURNS = 32
 TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
 
@@ -31,6 +33,7 @@ class Budget:
     keep_recent_tokens: int
     max_tool_result_tokens: int
     background_at_tokens: int
+    memory_share: float = MEMORY_SHARE
 
     @classmethod
     def of(
@@ -40,6 +43,7 @@ class Budget:
         keep_recent_tokens: int | None,
         max_tool_result_tokens: int | None,
         background_at: float,
+        memory_share: float | None = None,
     ) -> Budget:
         if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int):
             raise ValueError(f"budget_tokens must be a positive integer, not {budget_tokens!r}")
@@ -65,6 +69,11 @@ class Budget:
             raise ValueError(f"max_tool_result_tokens must be positive, not {max_result}")
         if not 0 < background_at <= 1:
             raise ValueError(f"background_at must be a fraction of the budget, not {background_at}")
+        share = MEMORY_SHARE if memory_share is None else memory_share
+        if isinstance(share, bool) or not 0 <= share < TARGET_SHARE:
+            raise ValueError(
+                f"memory_share must be at least 0 and below {TARGET_SHARE}, not {memory_share!r}"
+            )
         return cls(
             budget_tokens=budget_tokens,
             target_tokens=target,
@@ -72,6 +81,7 @@ class Budget:
             keep_recent_tokens=keep,
             max_tool_result_tokens=max_result,
             background_at_tokens=max(int(budget_tokens * background_at), 1),
+            memory_share=share,
         )
 
     def target(self, pinned_tokens: int) -> int:
@@ -87,10 +97,21 @@ class Budget:
         share = pinned_tokens + int(max(self.budget_tokens - pinned_tokens, 0) * TARGET_SHARE)
         return max(self.target_tokens, min(share, self.budget_tokens))
 
+    def memory_room(self, pinned_tokens: int) -> int:
+        """Tokens the memory block is guaranteed: its share of what the pinned prompt
+        leaves, so that the newest verbatim turns cannot push every fact out."""
+        return int(max(self.budget_tokens - pinned_tokens, 0) * self.memory_share)
+
 
 @dataclass(slots=True)
 class Job:
-    """A distillation decided on: which groups, and where the view stood."""
+    """A view change decided on, and where the view stood.
+
+    ``kind`` "distill": whole groups into the memory block (``live[i]`` asks as
+    ``groups[i]``). "reduce": tool results replaced by their facts, each asked alone
+    (``groups[i]`` is the result at ``positions[i]`` of ``live[i]``). "shorten": tool
+    results cut to ``limits[i]`` tokens, model-free (no ``groups``).
+    """
 
     live: list[LiveGroup]
     groups: list[Group]
@@ -98,25 +119,39 @@ class Job:
     anchor_after: datetime | None
     round: int
     done: list[LiveGroup] = field(default_factory=list)  # distilled before: drop, no facts
+    kind: str = "distill"
+    positions: list[int] = field(default_factory=list)
+    limits: list[int] = field(default_factory=list)
 
 
 def distill_need(
     budget: Budget, ledger: Ledger, memory: MemoryBlock, round_: int, waiting: bool
 ) -> int | None:
-    """Tokens to save now, or None when nothing should be distilled this round.
+    """Tokens the messages shown beside the memory block must shed now, or None when
+    the view should not change this round.
 
-    ``waiting``: a failure's back-off has not run out (a later round of a turn that
-    already distilled is not held back by it).
+    They shed until the view is within the target with the memory block holding its
+    guaranteed room (once it holds facts). ``waiting``: a failure's back-off has not
+    run out (a later round of a turn that already changed the view is not held back).
     """
     view = ledger.view_tokens(memory.tokens)
     if view <= budget.budget_tokens and round_ == 0:
         return None
-    target = budget.target(ledger.pinned_tokens)
-    if view <= target or round_ >= MAX_ROUNDS:
+    if round_ >= MAX_ROUNDS or (round_ == 0 and waiting):
         return None
-    if round_ == 0 and waiting:
-        return None
-    return view - target
+    pinned = ledger.pinned_tokens
+    reserve = budget.memory_room(pinned) if len(memory) else 0
+    target = budget.target(pinned)
+    need = max(view - target, view - memory.tokens - (target - reserve))
+    return need if need > 0 else None
+
+
+def beside_need(budget: Budget, ledger: Ledger) -> int:
+    """Tokens the messages beside the memory block must shed so that the block gets
+    its guaranteed room: whole groups moved into it will need that room."""
+    pinned = ledger.pinned_tokens
+    others = pinned + ledger.head_tokens() + ledger.live_tokens
+    return others - (budget.target(pinned) - budget.memory_room(pinned))
 
 
 def select(
@@ -129,8 +164,16 @@ def select(
     already: IdSet,
     view: int,
     round_: int,
+    beside: float = 0,
+    reducible: Mapping[int, float] | None = None,
 ) -> Job | None:
-    """The oldest distillable groups expected to save ``need`` tokens, as requests.
+    """The oldest distillable groups expected to save ``need`` tokens of the view (their
+    facts, ``ratio`` of them, join the memory block) and to take ``beside`` tokens out
+    of the messages shown beside the block, as requests.
+
+    ``reducible``: what reducing each group's older results would save (by ``id`` of
+    the group); the groups that stay are reduced after, so only as many go whole as
+    those reductions cannot make up for, and none is reduced just before it goes.
 
     ``already`` holds ids distilled before (a rewound history shows them again):
     groups made only of those are dropped without asking the distiller.
@@ -139,11 +182,14 @@ def select(
     if not candidates:
         return None
     chosen: list[LiveGroup] = []
-    saved = 0.0
+    saved = moved = 0.0
+    later = sum(reducible.values()) if reducible else 0.0
     for group in candidates:
         chosen.append(group)
         saved += group.tokens * (1.0 - ratio)
-        if saved >= need:
+        moved += group.tokens
+        later -= reducible.get(id(group), 0.0) if reducible else 0.0
+        if saved + later >= need and moved + later >= beside:
             break
     picked = {id(group) for group in chosen}
     done = [g for g in chosen if already and all(i in already for i in g.ids)]
@@ -180,22 +226,31 @@ def trim_to_ready(budget: Budget, job: Job, found: list[GroupFacts | None], rati
         ready += 1
     if ready == 0:
         return
-    saving = sum(group.tokens for group in job.live[:ready]) * (1.0 - ratio)
+    saving = sum(group.tokens for group in job.groups[:ready]) * (1.0 - ratio)
     if job.tokens_before - saving > budget.budget_tokens:
         return
-    if ready < len(job.groups):
+    if ready < len(job.groups) and job.kind == "distill":
         job.anchor_after = job.groups[ready].anchor
     del job.live[ready:]
     del job.groups[ready:]
+    del job.positions[ready:]
     del found[ready:]
 
 
+def memory_cap(budget: Budget, ledger: Ledger) -> int:
+    """The memory block's room: what the target leaves over, and never less than its
+    guaranteed share while the budget has that much left beside the other messages."""
+    pinned = ledger.pinned_tokens
+    others = pinned + ledger.head_tokens() + ledger.live_tokens
+    leftover = budget.target(pinned) - others
+    return max(leftover, min(budget.memory_room(pinned), budget.budget_tokens - others), 0)
+
+
 def fit_memory(budget: Budget, ledger: Ledger, memory: MemoryBlock) -> None:
-    """Give the memory block what the target leaves over, if it needs more than that."""
+    """Give the memory block its room, if it needs more than that."""
     if not len(memory):
         return
-    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
-    room = max(budget.target(ledger.pinned_tokens) - others, 0)
+    room = memory_cap(budget, ledger)
     cap = room
     for _ in range(4):
         memory.fit(cap)

@@ -49,6 +49,15 @@ class Totals:
     ratio: float = 0.35  # facts per source token, learned as we go
 
 
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """How a crossing reduced a tool result the view still shows: to its facts, or
+    (``limit`` set) to its facts, head and tail within ``limit`` tokens."""
+
+    facts: tuple[str, ...] = ()
+    limit: int | None = None
+
+
 @dataclass(slots=True)
 class Archive:
     """What this process knows the store holds for the thread."""
@@ -61,6 +70,8 @@ class Archive:
     anchor: datetime | None = None  # conversation date where distillation stopped
     anchor_ready: bool = False
     saved_cap: int | None = None  # the memory cap the store holds
+    inline: dict[str, Inline] = field(default_factory=dict)  # reduced results still shown
+    unreducible: set[str] = field(default_factory=set)  # results whose facts saved nothing
 
 
 @dataclass(slots=True)
