@@ -472,6 +472,35 @@ def test_background_distillation_gives_the_foreground_result(tmp_path: Path) -> 
     assert {k: made_ahead[k] for k in common} == {k: made_now[k] for k in common}
 
 
+def test_background_crossings_once_within_budget_do_not_wait_for_the_model(
+    tmp_path: Path,
+) -> None:
+    """With facts made ahead, a crossing takes what is ready when that brings the view
+    within the budget; going on to the target is left to the background."""
+    from context_distill.demo import build_session
+
+    slow = SlowExtractive(0.0)
+    engine = ContextDistiller(
+        SQLiteMemoryStore(tmp_path / "b.db"), budget_tokens=6000, distiller=slow, background=True
+    )
+    history = build_session()
+    waited: list[int] = []
+    for end in range(1, len(history) + 1):
+        if end < len(history) and not isinstance(history[end], AIMessage):
+            continue  # a model call comes before each assistant message
+        before = slow.callers.count("context-distill")
+        update = engine.update("t", history[:end])
+        assert update.stats.tokens_view <= 6000
+        if slow.callers.count("context-distill") > before:
+            waited.append(end)
+        assert engine.wait_background(timeout=30)
+    crossings = [e for e in engine.store.distillations("t") if e["outcome"] == "ok"]
+    assert len(crossings) > 5
+    assert sum(e["details"].get("prefetched_groups", 0) for e in crossings) > 0
+    # only the first crossing, before anything was made ahead, asks the model itself
+    assert len(waited) <= 1, waited
+
+
 def test_a_ten_megabyte_tool_output_is_counted_exactly_shortened_and_archived(
     store: SQLiteMemoryStore,
 ) -> None:

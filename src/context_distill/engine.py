@@ -282,7 +282,13 @@ class ContextDistiller:
 
     def _plan(self, thread: ThreadState, round_: int) -> Job | None:
         """The policy's decision for this round, as a job (tiering.plan)."""
-        return plan(self.budget, thread, round_, lambda mid: self._original(thread, mid))
+        return plan(
+            self.budget,
+            thread,
+            round_,
+            lambda mid: self._original(thread, mid),
+            thread.prefetch.peek if self.background else None,
+        )
 
     def _original(self, thread: ThreadState, message_id: str) -> tuple[BaseMessage, int] | None:
         """An archived original and its tokens, read back for a distillation."""

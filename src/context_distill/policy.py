@@ -221,14 +221,36 @@ def trim_to_ready(budget: Budget, job: Job, found: list[GroupFacts | None], rati
     The crossing turn then commits facts that are ready instead of waiting for a
     model; the rest is made in the background for the next crossing.
     """
-    ready = 0
-    while ready < len(found) and found[ready] is not None:
-        ready += 1
+    ready = _ready_count(found)
     if ready == 0:
         return
     saving = sum(group.tokens for group in job.groups[:ready]) * (1.0 - ratio)
     if job.tokens_before - saving > budget.budget_tokens:
         return
+    _keep_first(job, found, ready)
+
+
+def only_ready(budget: Budget, job: Job, found: list[GroupFacts | None]) -> Job | None:
+    """A later round of a turn whose view is within the budget already: only what was
+    made ahead, or nothing (None). Going on to the target is worth a model call in
+    the background, not a wait on the turn."""
+    if job.round == 0 or job.tokens_before > budget.budget_tokens or not job.groups:
+        return job
+    ready = _ready_count(found)
+    if ready == 0:
+        return None
+    _keep_first(job, found, ready)
+    return job
+
+
+def _ready_count(found: list[GroupFacts | None]) -> int:
+    ready = 0
+    while ready < len(found) and found[ready] is not None:
+        ready += 1
+    return ready
+
+
+def _keep_first(job: Job, found: list[GroupFacts | None], ready: int) -> None:
     if ready < len(job.groups) and job.kind == "distill":
         job.anchor_after = job.groups[ready].anchor
     del job.live[ready:]

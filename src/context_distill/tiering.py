@@ -24,11 +24,12 @@ from .policy import (
     beside_need,
     distill_need,
     fit_memory,
+    only_ready,
     select,
 )
 from .reduced import NOTE_TOKENS
 from .thread_state import Archive, ThreadState
-from .types import Group
+from .types import Group, GroupFacts
 
 KEEP_RESULTS = 3  # newest groups with tool results whose results stay verbatim
 MIN_REDUCE_TOKENS = 64  # smaller results stay verbatim: their facts would save little
@@ -143,12 +144,19 @@ def shorten_job(
 
 
 def plan(
-    budget: Budget, thread: ThreadState, round_: int, original: Original | None = None
+    budget: Budget,
+    thread: ThreadState,
+    round_: int,
+    original: Original | None = None,
+    made_ahead: Callable[[Sequence[Group]], list[GroupFacts | None]] | None = None,
 ) -> Job | None:
     """This round's view change, in tiers: older tool results shown as their facts;
     whole groups into the memory block when reductions alone will not do (first, so
     that no result is reduced just before its group goes); the newest results cut
-    when nothing else is left. None: the view stays (the memory block refitted)."""
+    when nothing else is left. None: the view stays (the memory block refitted).
+
+    ``made_ahead`` (background distillation): once a round has brought the view
+    within the budget, later rounds take only facts made ahead."""
     health = thread.health
     ledger, memory = thread.ledger, thread.memory
     waiting = health.turn < health.retry_turn
@@ -171,6 +179,8 @@ def plan(
         or reduce_job(thread.thread_id, items, need, ratio, view, round_)
         or shorten_job(ledger, thread.archive, need, shorten_floor(budget), view, round_)
     )
+    if job is not None and made_ahead is not None:
+        job = only_ready(budget, job, made_ahead(job.groups))
     if job is None:
         fit_memory(budget, ledger, memory)
     return job
