@@ -48,13 +48,32 @@ def replay_conversation(
     return update.view, time.perf_counter() - started, update.stats
 
 
+def engine_options(given: Sequence[str]) -> dict[str, float]:
+    """``NAME=VALUE`` engine options from the command line (for sweeps)."""
+    options: dict[str, float] = {}
+    for option in given:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise SystemExit(f"--option {option!r}: expected NAME=VALUE")
+        options[name] = float(value)
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(LOCOMO_PATH))
     parser.add_argument("--budget", type=float, default=0.25)
     parser.add_argument("--distiller", default="extractive")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine option, e.g. memory_share=0.5 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    options = engine_options(args.option)
 
     count = encoding_counter("o200k_base")
     pooled = {"tuned": QAResult(), "held-out": QAResult()}
@@ -66,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         messages = convert_to_messages(replay.messages)
         tokens = sum(count_message(m, count) for m in messages)
         budget = int(tokens * args.budget)
-        view, seconds, stats = replay_conversation(messages, budget, args.distiller)
+        view, seconds, stats = replay_conversation(messages, budget, args.distiller, **options)
         result = score_questions(view, replay.questions, is_memory)
         split = "tuned" if index in TUNED_ON else "held-out"
         pooled[split] = pooled[split].merge(result)

@@ -36,7 +36,15 @@ from langchain_core.messages import BaseMessage, convert_to_messages
 
 from bench.datasets import TAU_AIRLINE_PATH, Replay, load_tau_airline
 from bench.scoring import contains_value, is_memory_message, message_text
-from bench.step_systems import MODEL_FREE, Session, StepSystem, Trace, make_systems, text_counter
+from bench.step_systems import (
+    MODEL_FREE,
+    Distill,
+    Session,
+    StepSystem,
+    Trace,
+    make_systems,
+    text_counter,
+)
 from bench.swe_agent import SWE_AGENT_PATH, holds, load_swe_agent, split
 from bench.tiered_proto import TieredProto
 
@@ -279,6 +287,23 @@ def plot(cells: Sequence[Cell], systems: Sequence[StepSystem], path: Path) -> Pa
     return path
 
 
+def distill_with(options: Sequence[str]) -> Distill:
+    """The distill system with engine options from the command line (for sweeps)."""
+    shares: dict[str, float] = {}
+    plain: dict[str, Any] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise SystemExit(f"--distill-option {option!r}: expected NAME=VALUE")
+        number = float(value)
+        if name.endswith("_tokens") and number < 1:
+            shares[name] = number
+        else:
+            plain[name] = int(number) if name.endswith("_tokens") else number
+    label = "context-distill (" + ", ".join(options) + ")"
+    return Distill("distill", label, shares=shares, **plain)
+
+
 def main(argv: Sequence[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--swe", nargs="+", default=[str(SWE_AGENT_PATH)])
@@ -295,6 +320,14 @@ def main(argv: Sequence[str] | None = None) -> list[Cell]:
     parser.add_argument("--proto-memory-share", type=float, default=0.3)
     parser.add_argument("--proto-target-share", type=float, default=0.6)
     parser.add_argument("--proto-memory-yields", action="store_true")
+    parser.add_argument(
+        "--distill-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine option for the distill system; a *_tokens value below 1 is a share "
+        "of the budget (repeatable)",
+    )
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -302,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> list[Cell]:
     known["tiered_proto"] = TieredProto(
         args.proto_memory_share, args.proto_target_share, memory_yields=args.proto_memory_yields
     )
+    if args.distill_option:
+        known["distill"] = distill_with(args.distill_option)
     systems = []
     for name in args.systems.split(","):
         system = known.get(name.strip())

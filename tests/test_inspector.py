@@ -98,7 +98,8 @@ def test_search_highlights_and_log(client: TestClient) -> None:
             for start, end in snip["matches"]:
                 assert snip["text"][start:end].lower() == "discount_pct"
     log = _get(client, "log", thread="demo")
-    assert log and all(entry["outcome"] == "ok" for entry in log)
+    assert log and all(entry["outcome"] in ("ok", "reduced") for entry in log)  # no failure
+    assert any(entry["outcome"] == "ok" for entry in log)
 
 
 def test_bad_requests_and_nothing_written(client: TestClient, demo_db: Path) -> None:

@@ -94,7 +94,7 @@ def engine_for(store: SQLiteMemoryStore, **options: Any) -> ContextDistiller:
 def test_memory_share_is_checked_and_defaults() -> None:
     engine = ContextDistiller(budget_tokens=1000)
     assert engine.memory_share == MEMORY_SHARE
-    for bad in (-0.1, 0.6, 1.0, True):
+    for bad in (-0.1, 0.8, 1.0, True):
         with pytest.raises(ValueError, match="memory_share"):
             ContextDistiller(budget_tokens=1000, memory_share=bad)
     budget = Budget.of(1000, None, None, None, 0.8, 0.3)

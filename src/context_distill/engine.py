@@ -288,6 +288,7 @@ class ContextDistiller:
             round_,
             lambda mid: self._original(thread, mid),
             thread.prefetch.peek if self.background else None,
+            self.recall_tool,
         )
 
     def _original(self, thread: ThreadState, message_id: str) -> tuple[BaseMessage, int] | None:
@@ -310,7 +311,9 @@ class ContextDistiller:
             return
         if thread.health.turn < thread.health.retry_turn:
             return
-        groups = ahead(self.budget, thread, lambda mid: self._original(thread, mid))
+        groups = ahead(
+            self.budget, thread, lambda mid: self._original(thread, mid), self.recall_tool
+        )
         todo = thread.prefetch.missing(groups, thread.ledger.live_ids)
         if todo:
             thread.prefetch.start(

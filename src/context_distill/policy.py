@@ -17,8 +17,8 @@ from .memory import MemoryBlock
 from .types import Group, GroupFacts
 
 MAX_ROUNDS = 6  # reduction and distillation rounds in one turn before the view is returned
-TARGET_SHARE = 0.6  # of the budget beside the pinned prompt, where distillation stops
-MEMORY_SHARE = 0.45  # of the budget beside the pinned prompt, guaranteed to the memory block
+TARGET_SHARE = 0.8  # of the budget beside the pinned prompt, where distillation stops
+MEMORY_SHARE = 0.7  # of the budget beside the pinned prompt, guaranteed to the memory block
 MAX_BACKOFF_TURNS = 32
 TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
 

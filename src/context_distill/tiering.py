@@ -38,7 +38,16 @@ MIN_REDUCE_TOKENS = 64  # smaller results stay verbatim: their facts would save 
 Original = Callable[[str], tuple[BaseMessage, int] | None]
 
 
-def reducible(ledger: Ledger, archive: Archive) -> list[tuple[LiveGroup, int]]:
+def _recalled(group: LiveGroup, position: int, recall_tool: str | None) -> bool:
+    """The recall tool's answer: an original the agent asked for, word for word."""
+    return recall_tool is not None and getattr(group.messages[position], "name", None) == (
+        recall_tool
+    )
+
+
+def reducible(
+    ledger: Ledger, archive: Archive, recall_tool: str | None = None
+) -> list[tuple[LiveGroup, int]]:
     """Results beyond the newest few not shown as facts yet, oldest first, as
     (group, position): what the next crossing reduces before anything else."""
     found = []
@@ -47,6 +56,7 @@ def reducible(ledger: Ledger, archive: Archive) -> list[tuple[LiveGroup, int]]:
         known = archive.inline.get(message_id)
         if (
             group.tokens_each[position] >= MIN_REDUCE_TOKENS
+            and not _recalled(group, position, recall_tool)
             and message_id not in archive.unreducible
             and (known is None or known.limit is not None)
         ):
@@ -95,8 +105,10 @@ def reduce_job(
 
 
 def shorten_floor(budget: Budget) -> int:
-    """The fewest tokens a result is shortened to when the memory block needs room."""
-    return max(budget.budget_tokens // 32, 64)
+    """The fewest tokens a result is shortened to when the memory block needs room:
+    only a huge result yields, and never below an eighth of the budget (the agent
+    has not read the newest ones yet)."""
+    return max(budget.budget_tokens // 8, 64)
 
 
 def water_level(sizes: Sequence[int], need: float, floor: int) -> int:
@@ -115,14 +127,23 @@ def water_level(sizes: Sequence[int], need: float, floor: int) -> int:
 
 
 def shorten_job(
-    ledger: Ledger, archive: Archive, need: float, floor: int, view: int, round_: int
+    ledger: Ledger,
+    archive: Archive,
+    need: float,
+    floor: int,
+    view: int,
+    round_: int,
+    recall_tool: str | None = None,
 ) -> Job | None:
     """The newest results, largest first, cut to one limit that saves ``need`` tokens:
-    the recent turns yield before the memory block starves."""
+    the recent turns yield before the memory block starves (the recall tool's answers
+    never do: the agent asked for those words)."""
     found: list[tuple[LiveGroup, int, int]] = []
     for group, position in ledger.tool_results(0):
         known = archive.inline.get(group.ids[position])
         tokens = group.tokens_each[position]
+        if _recalled(group, position, recall_tool):
+            continue
         if tokens > floor and (known is None or known.limit is not None):
             found.append((group, position, tokens))
     if not found:
@@ -149,6 +170,7 @@ def plan(
     round_: int,
     original: Original | None = None,
     made_ahead: Callable[[Sequence[Group]], list[GroupFacts | None]] | None = None,
+    recall_tool: str | None = None,
 ) -> Job | None:
     """This round's view change, in tiers: older tool results shown as their facts;
     whole groups into the memory block when reductions alone will not do (first, so
@@ -156,7 +178,8 @@ def plan(
     when nothing else is left. None: the view stays (the memory block refitted).
 
     ``made_ahead`` (background distillation): once a round has brought the view
-    within the budget, later rounds take only facts made ahead."""
+    within the budget, later rounds take only facts made ahead. ``recall_tool``: its
+    answers are never reduced or shortened."""
     health = thread.health
     ledger, memory = thread.ledger, thread.memory
     waiting = health.turn < health.retry_turn
@@ -165,7 +188,7 @@ def plan(
         return None
     view = ledger.view_tokens(memory.tokens)
     ratio = thread.totals.ratio
-    items = reducible(ledger, thread.archive)
+    items = reducible(ledger, thread.archive, recall_tool)
     savings: dict[int, float] = {}
     for group, position in items:
         savings[id(group)] = savings.get(id(group), 0.0) + saving(group, position, ratio)
@@ -177,7 +200,9 @@ def plan(
     job = (
         job
         or reduce_job(thread.thread_id, items, need, ratio, view, round_)
-        or shorten_job(ledger, thread.archive, need, shorten_floor(budget), view, round_)
+        or shorten_job(
+            ledger, thread.archive, need, shorten_floor(budget), view, round_, recall_tool
+        )
     )
     if job is not None and made_ahead is not None:
         job = only_ready(budget, job, made_ahead(job.groups))
@@ -232,13 +257,19 @@ def whole_job(
     return job
 
 
-def ahead(budget: Budget, thread: ThreadState, original: Original | None = None) -> list[Group]:
-    """What the next crossings will ask the distiller: every group that may be
-    distilled now, then the results beyond the newest few of the groups that stay."""
+def ahead(
+    budget: Budget,
+    thread: ThreadState,
+    original: Original | None = None,
+    recall_tool: str | None = None,
+) -> list[Group]:
+    """What the next crossings may ask the distiller: the older results on their own
+    (a crossing reduces those first when that is enough), then every group that may
+    be distilled whole (when it is not)."""
     view = thread.ledger.view_tokens(thread.memory.tokens)
-    job = whole_job(budget, thread, float("inf"), 0, original=original)
-    groups = list(job.groups) if job is not None else []
-    going = {id(group) for group in job.live} if job is not None else set()
-    items = [(g, p) for g, p in reducible(thread.ledger, thread.archive) if id(g) not in going]
+    items = reducible(thread.ledger, thread.archive, recall_tool)
     reduce = reduce_job(thread.thread_id, items, float("inf"), 0.0, view, 0)
-    return groups + (list(reduce.groups) if reduce is not None else [])
+    job = whole_job(budget, thread, float("inf"), 0, original=original)
+    return (list(reduce.groups) if reduce is not None else []) + (
+        list(job.groups) if job is not None else []
+    )

@@ -147,22 +147,20 @@ _HEAD_LINE = "\n--- start ---\n"
 
 
 def reduce_tool_result(
-    message: ToolMessage,
-    message_id: str,
-    tokens: int,
-    max_tokens: int,
-    count: TextCounter,
+    message: ToolMessage, message_id: str, tokens: int, max_tokens: int, count: TextCounter
 ) -> ToolMessage | None:
     """A shortened copy of an oversized tool result: its facts, its head and its tail.
 
-    The copy never exceeds ``max_tokens`` (as ``count`` measures its content).
+    The copy never exceeds ``max_tokens`` (as ``count`` measures its content) and keeps
+    the message's id (``message_id`` when it has none). Its note names no id: ids are
+    often random, and what the model reads must depend only on what the messages say.
     """
     text = prose_of(message)
     if not text:
         return None
     note = (
         f"[context-distill: this output had {tokens} tokens; shown shortened, "
-        f"original archived as message {message_id}]"
+        "the original is archived]"
     )
     chars_per_token = max(len(text) / max(tokens, 1), 1.0)
     summary = _fit_chars(summarize_output(text), int(max_tokens / 2 * chars_per_token))
