@@ -54,7 +54,7 @@ class Budget:
             raise ValueError(
                 f"target_tokens must be between 1 and budget_tokens ({budget_tokens}), not {target}"
             )
-        keep = budget_tokens // 8 if keep_recent_tokens is None else keep_recent_tokens
+        keep = budget_tokens // 32 if keep_recent_tokens is None else keep_recent_tokens
         if not 0 <= keep <= budget_tokens:
             raise ValueError(
                 f"keep_recent_tokens must be between 0 and budget_tokens ({budget_tokens}), "
