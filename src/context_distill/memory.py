@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from langchain_core.messages import HumanMessage
 
-from ._memory_choice import Weights, choose, clause_weights
+from ._memory_choice import Greedy, Weights, clause_weights
 from ._memory_lines import (
     Line,
     Parsed,
@@ -69,12 +69,16 @@ class MemoryBlock:
         self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
+        self._greedy: Greedy | None = None  # the choice for the cached weights
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
+        self._changes = 0  # bumped whenever the lines held or their costs change
+        self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
+        self._fitted_chosen: frozenset[int] | None = None  # its chosen lines (None: all)
 
     @property
     def recall_tool(self) -> str | None:
@@ -86,6 +90,7 @@ class MemoryBlock:
         if name != self._recall_tool:
             self._recall_tool = name
             self._message = None
+            self._changes += 1
 
     def __len__(self) -> int:
         return len(self._lines) + self._retired
@@ -192,6 +197,7 @@ class MemoryBlock:
     def _retire(self, line: Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
+        self._changes += 1
         self._by_key.pop(key(line.text), None)
         self._newly_retired.extend(line.fact_ids)
         for word in vocabulary(line):
@@ -227,6 +233,7 @@ class MemoryBlock:
 
     def _invalidate(self) -> None:
         """New facts: everything shows until the owner fits the block again."""
+        self._changes += 1
         self._message = None
         self._shown = None
         for line in self._lines.values():
@@ -257,7 +264,6 @@ class MemoryBlock:
         choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
-        self._message = None
         # Lines the last fits kept leaving out go now (past the bound), before choosing,
         # so that what a fit shows depends only on the lines held while it chose (see
         # restore()).
@@ -268,11 +274,24 @@ class MemoryBlock:
             if line.misses >= _RETIRE_AFTER:
                 self._retire(line)
                 excess -= 1
+        fitted = (self._changes, self._focus_version, self.relevance, cap)
+        if fitted == self._fitted:
+            # Nothing changed since the last fit: the same choice, already applied and
+            # rendered; only the lines it left out count one more miss.
+            chosen = self._fitted_chosen
+            if chosen is not None:
+                for line in self._lines.values():
+                    line.misses = 0 if line.order in chosen else line.misses + 1
+            return
+        self._fitted = None
+        self._message = None
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
+        self._fitted_chosen = None
         if cap is None:
             self._shown = None
+            self._fitted = fitted
             return
         for line in lines:
             self._measure(line)
@@ -280,17 +299,26 @@ class MemoryBlock:
         overhead = self._count(self._header(self.facts, len(lines))) + 8
         if total + overhead <= cap:
             self._shown = None
+            self._fitted = fitted
             return
-        chosen = self._search(cap, cap - overhead)
+        chosen, rendered = self._search(cap, cap - overhead)
         self._apply(chosen)
+        if rendered is not None:
+            self._message, self._tokens = rendered
         for line in lines:
             line.misses = 0 if line.order in chosen else line.misses + 1
+        self._fitted = fitted
+        self._fitted_chosen = frozenset(chosen)
 
-    def _search(self, cap: int, room: int) -> dict[int, list[int]]:
+    def _search(
+        self, cap: int, room: int
+    ) -> tuple[dict[int, list[int]], tuple[HumanMessage, int] | None]:
         """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
         is off by merged lines (cheaper) and token boundaries (dearer), so the room
-        is moved towards the cap between the largest that fit and the least that did not."""
+        is moved towards the cap between the largest that fit and the least that did not.
+        Also the message of that choice and its tokens, as rendered while searching."""
         best: dict[int, list[int]] = {}
+        rendered: tuple[HumanMessage, int] | None = None
         best_used = -1
         fits: int | None = None
         over: int | None = None
@@ -301,6 +329,8 @@ class MemoryBlock:
             if used <= cap:
                 if used > best_used:
                     best, best_used = picked, used
+                    message = self.message()
+                    rendered = (message, used) if message is not None else None
                 fits = room
                 step = room + (cap - used)
             else:
@@ -311,7 +341,7 @@ class MemoryBlock:
             if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
                 break
             room = step
-        return best
+        return best, rendered
 
     def _apply(self, picked: dict[int, list[int]]) -> None:
         """Show the chosen clauses (no retiring: the choice may be made again)."""
@@ -338,11 +368,14 @@ class MemoryBlock:
                 self.relevance,
             )
             self._weights_for = version
+            self._greedy = None
         return self._weights_cache, self._heap_cache
 
     def _choose(self, room: int) -> dict[int, list[int]]:
         weights, opening = self._weights()
-        return choose(self._lines, weights, opening, room)
+        if self._greedy is None:
+            self._greedy = Greedy(self._lines, weights, opening)
+        return self._greedy.choose(room)
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""
