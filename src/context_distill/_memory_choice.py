@@ -8,6 +8,7 @@ the choice takes the most new information per token first until the room is spen
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 
 from ._memory_lines import Line
@@ -34,22 +35,30 @@ def clause_weights(
     n = max(next_order, 1)
     weights: Weights = {}
     heap: list[tuple[float, int, int]] = []
+    # Without a focus every factor but rarity and recency is exactly 1: the same floats.
+    plain = not focus and math.isfinite(relevance)
+    get = rarity.get
     for line in lines:
-        recency = 1.0 + 0.25 * line.order / n
+        order = line.order
+        recency = 1.0 + 0.25 * order / n
         half_prefix = line.prefix_tokens / 2
+        tokens = line.clause_tokens
         for index, base in enumerate(line.words):
-            # Words the rest of the view shows are worth less in a fact; with
-            # ``relevance``, a clause that names them is worth more.
-            shared = sum(focus.get(word, 0.0) for word, _ in base)
-            boost = recency * (1.0 + relevance * min(1.0, shared / FOCUS_FULL))
-            words = {
-                word: w * rarity.get(word, 1.0) * boost * (SEEN_WEIGHT if word in focus else 1.0)
-                for word, w in base
-            }
-            weights[(line.order, index)] = words
+            if plain:
+                words = {word: w * get(word, 1.0) * recency for word, w in base}
+            else:
+                # Words the rest of the view shows are worth less in a fact; with
+                # ``relevance``, a clause that names them is worth more.
+                shared = sum(focus.get(word, 0.0) for word, _ in base)
+                boost = recency * (1.0 + relevance * min(1.0, shared / FOCUS_FULL))
+                words = {
+                    word: w * get(word, 1.0) * boost * (SEEN_WEIGHT if word in focus else 1.0)
+                    for word, w in base
+                }
+            weights[(order, index)] = words
             gain = sum(words.values())
             if gain > 0:
-                heap.append((-gain / (line.clause_tokens[index] + half_prefix), line.order, index))
+                heap.append((-gain / (tokens[index] + half_prefix), order, index))
     heapq.heapify(heap)
     return weights, heap
 

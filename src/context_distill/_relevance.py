@@ -121,17 +121,31 @@ def collapse_alike(clauses: list[str]) -> list[str]:
     return out
 
 
-def rarity(df: Mapping[str, int], held: int) -> dict[str, float]:
+def rarity(
+    df: Mapping[str, int], held: int, idlike: dict[str, bool] | None = None
+) -> dict[str, float]:
     """Weight of each word by how few held facts of this thread use it.
 
     An identifier (a user id, an order number, a path) that many facts repeat is
-    what the thread is about, not noise: it weighs as if it were rare.
+    what the thread is about, not noise: it weighs as if it were rare. ``idlike``
+    remembers which words are identifiers between calls.
     """
     top = math.log(1.0 + held)
-    return {
-        word: top if _IDLIKE.match(word) else math.log(1.0 + held / count)
-        for word, count in df.items()
-    }
+    known = {} if idlike is None else idlike
+    by_count: dict[int, float] = {}
+    out: dict[str, float] = {}
+    for word, count in df.items():
+        ident = known.get(word)
+        if ident is None:
+            ident = known[word] = _IDLIKE.match(word) is not None
+        if ident:
+            out[word] = top
+            continue
+        value = by_count.get(count)
+        if value is None:
+            value = by_count[count] = math.log(1.0 + held / count)
+        out[word] = value
+    return out
 
 
 def focus_terms(texts: Iterable[str]) -> dict[str, float]:

@@ -66,6 +66,7 @@ class MemoryBlock:
         self._message: HumanMessage | None = None
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
+        self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
         self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
@@ -206,6 +207,7 @@ class MemoryBlock:
                 self._df[word] = left
             else:
                 self._df.pop(word, None)
+                self._idlike.pop(word, None)
         self._retired += 1
 
     def _parse(self, text: str) -> Parsed:
@@ -362,7 +364,7 @@ class MemoryBlock:
         if self._weights_for != version:
             self._weights_cache, self._heap_cache = clause_weights(
                 self._lines.values(),
-                rarity(self._df, len(self._lines)),
+                rarity(self._df, len(self._lines), self._idlike),
                 self._focus,
                 self._next,
                 self.relevance,
