@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import HumanMessage
 
-from ._relevance import collapse_alike, content_free
+from ._relevance import WordNotes, collapse_alike, content_free
 from .tokens import TextCounter, count_message
 
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
@@ -70,16 +70,17 @@ def vocabulary(line: Line) -> set[str]:
     return {word for clause in line.words for word, _ in clause}
 
 
-def split_fact(text: str) -> tuple[str, list[str]]:
+def split_fact(text: str, notes: WordNotes | None = None) -> tuple[str, list[str]]:
     """Prefix and clauses of a fact; clauses that say nothing are left out (a fact
-    of nothing but those has no clauses and is never shown)."""
+    of nothing but those has no clauses and is never shown). ``notes``: see
+    :func:`._relevance.base_words`."""
     match = _CALL.match(text) or _PREFIX.match(text)
     prefix = match.group(0) if match else ""
     body = text[len(prefix) :]
     clauses = [c.strip() for c in body.split("; ") if c.strip()]
     if not clauses and body.strip():
         clauses = [body.strip()]
-    clauses = collapse_alike([c for c in clauses if not content_free(c)])
+    clauses = collapse_alike([c for c in clauses if not content_free(c, notes)])
     if not clauses and prefix and _CALL.match(prefix):
         return "", [prefix[: -len(" → ")]]  # a call that returned nothing: the call itself
     return prefix, clauses

@@ -27,7 +27,7 @@ from ._memory_lines import (
     split_fact,
     vocabulary,
 )
-from ._relevance import base_words, focus_terms, key, rarity
+from ._relevance import WordNotes, base_words, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
@@ -67,6 +67,9 @@ class MemoryBlock:
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
         self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
+        # What each word is, learnt while parsing; prepare() fills it from the worker
+        # thread too (a dict's get and set are atomic, and a note is the same either way).
+        self._notes: WordNotes = {}
         self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
@@ -211,12 +214,13 @@ class MemoryBlock:
         self._retired += 1
 
     def _parse(self, text: str) -> Parsed:
-        prefix, clauses = split_fact(text)
+        notes = self._notes
+        prefix, clauses = split_fact(text, notes)
         return Parsed(
             prefix=prefix,
             clauses=clauses,
             clause_tokens=[self._count(clause) + 1 for clause in clauses],
-            words=[base_words(clause) for clause in clauses],
+            words=[base_words(clause, notes) for clause in clauses],
         )
 
     def fact_tokens(self, text: str) -> int:
