@@ -20,6 +20,7 @@ from .tokens import TextCounter, count_message
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 _CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
 _MERGE_MOST = 6  # facts on one merged line
+_CACHE_MOST = 8192  # merged lines a render cache holds before it starts over
 
 
 def format_refs(refs: Iterable[int]) -> str:
@@ -86,11 +87,9 @@ def split_fact(text: str, notes: WordNotes | None = None) -> tuple[str, list[str
     return prefix, clauses
 
 
-def mergeable(previous: Line, line: Line, run: int) -> bool:
+def _related(previous: Line, line: Line) -> bool:
     """Neighbouring shown facts share a line when they share a speaker or a tool call,
     or come from the same turn (their sources overlap)."""
-    if run >= _MERGE_MOST:
-        return False
     if previous.prefix and previous.prefix == line.prefix:
         return True
     return bool(set(previous.refs) & set(line.refs))
@@ -101,28 +100,62 @@ def body(line: Line) -> str:
     return "; ".join(picked)
 
 
-def render(lines: Sequence[Line]) -> list[str]:
+@dataclass(slots=True)
+class RenderCache:
+    """Merged lines and which neighbours merge, kept between renderings of the same
+    facts (the owner clears it when a fact's text or sources change)."""
+
+    runs: dict[tuple[tuple[int, tuple[int, ...] | None], ...], str] = field(default_factory=dict)
+    related: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.runs.clear()
+        self.related.clear()
+
+
+def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]:
     """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
+    if cache is None:
+        cache = RenderCache()
+    elif len(cache.runs) > _CACHE_MOST or len(cache.related) > _CACHE_MOST:
+        cache.clear()
+    runs, related = cache.runs, cache.related
     rendered: list[str] = []
     run: list[Line] = []
 
     def flush() -> None:
         if not run:
             return
-        refs = format_refs(ref for line in run for ref in line.refs)
-        if all(line.prefix == run[0].prefix for line in run):
-            text = run[0].prefix + "; ".join(body(line) for line in run)
-        else:
-            text = "; ".join(line.prefix + body(line) for line in run)
-        rendered.append(f"{refs} {text}" if refs else text)
+        key = tuple((line.order, None if line.shown is None else tuple(line.shown)) for line in run)
+        text = runs.get(key)
+        if text is None:
+            text = runs[key] = _merged(run)
+        rendered.append(text)
         run.clear()
 
     for line in lines:
-        if run and not mergeable(run[-1], line, len(run)):
-            flush()
+        if run:
+            if len(run) >= _MERGE_MOST:
+                flush()
+            else:
+                pair = (run[-1].order, line.order)
+                merge = related.get(pair)
+                if merge is None:
+                    merge = related[pair] = _related(run[-1], line)
+                if not merge:
+                    flush()
         run.append(line)
     flush()
     return rendered
+
+
+def _merged(run: list[Line]) -> str:
+    refs = format_refs(ref for line in run for ref in line.refs)
+    if all(line.prefix == run[0].prefix for line in run):
+        text = run[0].prefix + "; ".join(body(line) for line in run)
+    else:
+        text = "; ".join(line.prefix + body(line) for line in run)
+    return f"{refs} {text}" if refs else text
 
 
 def count_by_line(

@@ -21,6 +21,7 @@ from ._memory_choice import Greedy, Weights, clause_weights
 from ._memory_lines import (
     Line,
     Parsed,
+    RenderCache,
     count_by_line,
     format_refs,
     render,
@@ -78,6 +79,7 @@ class MemoryBlock:
         self._focus: dict[str, float] = {}
         self._focus_version = 0
         self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
+        self._rendered = RenderCache()  # emptied when a fact's text or sources change
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
         self._changes = 0  # bumped whenever the lines held or their costs change
@@ -153,6 +155,7 @@ class MemoryBlock:
             line = self._by_key.get(fact_key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
+                self._rendered.clear()
                 line.fact_ids.append(fact.fact_id)
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1, -1)  # its cost changed
@@ -389,7 +392,7 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = self._visible()
-            rendered = render(shown)
+            rendered = render(shown, self._rendered)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
             header = self._header(self.facts - len(shown), trimmed)
