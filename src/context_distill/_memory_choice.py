@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ._memory_lines import Line
 
@@ -22,6 +22,7 @@ SEEN_WEIGHT = 0.6
 # The focus weight (identifiers 1.5, names 0.6, words 0.3) at which a clause's relevance
 # boost is full.
 FOCUS_FULL = 3.0
+_REFILLS = 4  # re-choices that bring a rendering to its cap
 
 
 def clause_weights(
@@ -155,9 +156,7 @@ class Greedy:
         smallest = self._smallest if self._smallest is not None else room
         while heap and room - used >= smallest:
             if step % self._every == 0 and step > self._saved[-1][0]:
-                self._saved.append(
-                    (step, list(heap), len(self._picks), len(self._covered), used)
-                )
+                self._saved.append((step, list(heap), len(self._picks), len(self._covered), used))
             step += 1
             _, order, index = heapq.heappop(heap)
             line = lines[order]
@@ -167,9 +166,7 @@ class Greedy:
             if used + cost > room:
                 continue  # the room only shrinks: it will not fit later either
             words = weights[(order, index)]
-            gain = sum(
-                w if word not in covered else w * REPEAT_WEIGHT for word, w in words.items()
-            )
+            gain = sum(w if word not in covered else w * REPEAT_WEIGHT for word, w in words.items())
             if gain <= 0:
                 continue
             ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
@@ -183,3 +180,36 @@ class Greedy:
             self._covered.extend(words)
         self._end_used = used
         self._drained = not heap
+
+
+def search(
+    cap: int, room: int, attempt: Callable[[int], tuple[dict[int, list[int]], int]]
+) -> tuple[dict[int, list[int]], int | None]:
+    """The fullest choice whose rendering fits ``cap``, and the room it was chosen for
+    (None: nothing fits). ``attempt`` chooses for a room and renders: the tokens used.
+
+    The estimate of a line's cost is off by merged lines (cheaper) and token boundaries
+    (dearer), so the room is moved towards the cap between the largest that fit and the
+    least that did not.
+    """
+    best: dict[int, list[int]] = {}
+    best_room: int | None = None
+    best_used = -1
+    fits: int | None = None
+    over: int | None = None
+    for _ in range(_REFILLS + 2):
+        picked, used = attempt(room)
+        if used <= cap:
+            if used > best_used:
+                best, best_used, best_room = picked, used, room
+            fits = room
+            step = room + (cap - used)
+        else:
+            over = room
+            step = room - (used - cap) - 2
+        if fits is not None and over is not None:
+            step = (fits + over) // 2
+        if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
+            break
+        room = step
+    return best, best_room

@@ -13,36 +13,33 @@ distillation), so between distillations the block stays as it was.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from langchain_core.messages import HumanMessage
 
-from ._memory_choice import Greedy, Weights, clause_weights
+from ._memory_choice import Greedy, Weights, clause_weights, search
 from ._memory_lines import (
     Line,
-    Parsed,
     RenderCache,
     count_by_line,
     format_refs,
     render,
-    split_fact,
     vocabulary,
 )
-from ._relevance import WordNotes, base_words, focus_terms, key, rarity
+from ._memory_parse import EMPTY, FactParser
+from ._relevance import focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 MEMORY_ID = "context-distill-memory"
 __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
-_MAX_PREPARED = 4096
 
 # Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
 # considered (they stay archived): bounded memory, while a fact the work needs again
 # later can come back until then.
 _HOLD = 512
 _RETIRE_AFTER = 3
-_REFILLS = 4  # re-choices that bring a rendering to its cap
+_COUNTED_MOST = 8192  # rendered lines whose tokens are remembered
 
 
 class MemoryBlock:
@@ -68,10 +65,7 @@ class MemoryBlock:
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
         self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
-        # What each word is, learnt while parsing; prepare() fills it from the worker
-        # thread too (a dict's get and set are atomic, and a note is the same either way).
-        self._notes: WordNotes = {}
-        self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
+        self._parser = FactParser(counter)
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
         self._greedy: Greedy | None = None  # the choice for the cached weights
@@ -160,12 +154,7 @@ class MemoryBlock:
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
-            ready = self._parsed.pop(fact.text, None)
-            parsed: Parsed
-            if fact.fact_id in doomed:
-                parsed = Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
-            else:
-                parsed = ready if ready is not None else self._parse(fact.text)
+            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -216,29 +205,13 @@ class MemoryBlock:
                 self._idlike.pop(word, None)
         self._retired += 1
 
-    def _parse(self, text: str) -> Parsed:
-        notes = self._notes
-        prefix, clauses = split_fact(text, notes)
-        return Parsed(
-            prefix=prefix,
-            clauses=clauses,
-            clause_tokens=[self._count(clause) + 1 for clause in clauses],
-            words=[base_words(clause, notes) for clause in clauses],
-        )
-
     def fact_tokens(self, text: str) -> int:
         """Tokens of a fact's text, counted ahead of time when it was prepared."""
-        parsed = self._parsed.get(text)
-        if parsed is not None and parsed.tokens is not None:
-            return parsed.tokens
-        return self._count(text)
+        return self._parser.tokens(text)
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
-        for text in texts:
-            if len(self._parsed) < _MAX_PREPARED and text not in self._parsed:
-                parsed = self._parse(text)
-                self._parsed[text] = replace(parsed, tokens=self._count(text))
+        self._parser.prepare(texts)
 
     def _invalidate(self) -> None:
         """New facts: everything shows until the owner fits the block again."""
@@ -287,10 +260,10 @@ class MemoryBlock:
         if fitted == self._fitted:
             # Nothing changed since the last fit: the same choice, already applied and
             # rendered; only the lines it left out count one more miss.
-            chosen = self._fitted_chosen
-            if chosen is not None:
+            kept = self._fitted_chosen
+            if kept is not None:
                 for line in self._lines.values():
-                    line.misses = 0 if line.order in chosen else line.misses + 1
+                    line.misses = 0 if line.order in kept else line.misses + 1
             return
         self._fitted = None
         self._message = None
@@ -322,35 +295,21 @@ class MemoryBlock:
     def _search(
         self, cap: int, room: int
     ) -> tuple[dict[int, list[int]], tuple[HumanMessage, int] | None]:
-        """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
-        is off by merged lines (cheaper) and token boundaries (dearer), so the room
-        is moved towards the cap between the largest that fit and the least that did not.
-        Also the message of that choice and its tokens, as rendered while searching."""
-        best: dict[int, list[int]] = {}
-        rendered: tuple[HumanMessage, int] | None = None
-        best_used = -1
-        fits: int | None = None
-        over: int | None = None
-        for _ in range(_REFILLS + 2):
+        """The fullest choice whose rendering fits ``cap`` (:func:`._memory_choice.search`),
+        with its message and tokens as rendered while searching."""
+        rendered: dict[int, tuple[HumanMessage, int]] = {}
+
+        def attempt(room: int) -> tuple[dict[int, list[int]], int]:
             picked = self._choose(room)
             self._apply(picked)
             used = self.tokens
-            if used <= cap:
-                if used > best_used:
-                    best, best_used = picked, used
-                    message = self.message()
-                    rendered = (message, used) if message is not None else None
-                fits = room
-                step = room + (cap - used)
-            else:
-                over = room
-                step = room - (used - cap) - 2
-            if fits is not None and over is not None:
-                step = (fits + over) // 2
-            if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
-                break
-            room = step
-        return best, rendered
+            message = self.message()
+            if message is not None and used <= cap:
+                rendered[room] = (message, used)
+            return picked, used
+
+        best, best_room = search(cap, room, attempt)
+        return best, rendered.get(best_room) if best_room is not None else None
 
     def _apply(self, picked: dict[int, list[int]]) -> None:
         """Show the chosen clauses (no retiring: the choice may be made again)."""
@@ -402,9 +361,14 @@ class MemoryBlock:
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
             if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
-                self._tokens, self._line_counts = count_by_line(
+                self._tokens, counts = count_by_line(
                     [header, *rendered], self._count, self._line_counts
                 )
+                # Kept across renderings: a search goes back to lines it counted before.
+                if len(self._line_counts) + len(counts) > _COUNTED_MOST:
+                    self._line_counts = counts
+                else:
+                    self._line_counts.update(counts)
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
