@@ -9,7 +9,7 @@ written on one line with the prefix once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from langchain_core.messages import HumanMessage
@@ -20,7 +20,6 @@ from .tokens import TextCounter, count_message
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 _CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
 _MERGE_MOST = 6  # facts on one merged line
-_CACHE_MOST = 8192  # merged lines a render cache holds before it starts over
 
 
 def format_refs(refs: Iterable[int]) -> str:
@@ -38,6 +37,16 @@ def format_refs(refs: Iterable[int]) -> str:
         start = prev = n
     parts.append(f"{start}-{prev}" if prev > start else str(start))
     return "#" + ",".join(parts)
+
+
+def header(recall_tool: str | None, hidden: int, trimmed: int) -> str:
+    """The memory message's first line: what it is, and how much it leaves out."""
+    text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
+    if recall_tool:
+        text += f" Originals word for word: {recall_tool} tool."
+    if hidden or trimmed:
+        text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
+    return text
 
 
 @dataclass(slots=True)
@@ -100,26 +109,35 @@ def body(line: Line) -> str:
     return "; ".join(picked)
 
 
+RunKey = tuple[tuple[int, tuple[int, ...] | None], ...]
+
+
 @dataclass(slots=True)
 class RenderCache:
     """Merged lines and which neighbours merge, kept between renderings of the same
-    facts (the owner clears it when a fact's text or sources change)."""
+    facts: this generation's and the last one's (the owner ages it at each fit, and
+    clears it when a fact's sources change)."""
 
-    runs: dict[tuple[tuple[int, tuple[int, ...] | None], ...], str] = field(default_factory=dict)
+    runs: dict[RunKey, str] = field(default_factory=dict)
     related: dict[tuple[int, int], bool] = field(default_factory=dict)
+    old_runs: dict[RunKey, str] = field(default_factory=dict)
+    old_related: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+    def age(self) -> None:
+        self.old_runs, self.runs = self.runs, {}
+        self.old_related, self.related = self.related, {}
 
     def clear(self) -> None:
-        self.runs.clear()
-        self.related.clear()
+        for kept in (self.runs, self.related, self.old_runs, self.old_related):
+            kept.clear()
 
 
 def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]:
     """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
     if cache is None:
         cache = RenderCache()
-    elif len(cache.runs) > _CACHE_MOST or len(cache.related) > _CACHE_MOST:
-        cache.clear()
     runs, related = cache.runs, cache.related
+    old_runs, old_related = cache.old_runs, cache.old_related
     rendered: list[str] = []
     run: list[Line] = []
 
@@ -129,7 +147,8 @@ def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]
         key = tuple((line.order, None if line.shown is None else tuple(line.shown)) for line in run)
         text = runs.get(key)
         if text is None:
-            text = runs[key] = _merged(run)
+            text = old_runs.get(key)
+            runs[key] = text = _merged(run) if text is None else text
         rendered.append(text)
         run.clear()
 
@@ -141,7 +160,10 @@ def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]
                 pair = (run[-1].order, line.order)
                 merge = related.get(pair)
                 if merge is None:
-                    merge = related[pair] = _related(run[-1], line)
+                    merge = old_related.get(pair)
+                    if merge is None:
+                        merge = _related(run[-1], line)
+                    related[pair] = merge
                 if not merge:
                     flush()
         run.append(line)
@@ -159,7 +181,10 @@ def _merged(run: list[Line]) -> str:
 
 
 def count_by_line(
-    lines: list[str], count: TextCounter, previous: dict[str, int]
+    lines: list[str],
+    count: TextCounter,
+    previous: Mapping[str, int],
+    older: Mapping[str, int] | None = None,
 ) -> tuple[int, dict[str, int]]:
     """A memory message's tokens as a sum over its lines, most of them counted before;
     with the counts to pass next time.
@@ -174,7 +199,9 @@ def count_by_line(
     for piece in pieces:
         tokens = previous.get(piece)
         if tokens is None:
-            tokens = count(piece)
+            tokens = older.get(piece) if older is not None else None
+            if tokens is None:
+                tokens = count(piece)
         counts[piece] = tokens
         total += tokens
     return total, counts

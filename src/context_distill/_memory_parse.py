@@ -3,7 +3,9 @@
 Parsing is most of what adding a fact costs: the background worker parses the facts
 it made, so the crossing turn that commits them only looks them up. What each word
 is gets noted once per block, so a block rebuilt from many facts reads each spelling
-once.
+once
+while it is added (the notes are let go after: held, they would grow with every
+spelling the thread ever used).
 """
 
 from __future__ import annotations
@@ -25,13 +27,11 @@ class FactParser:
 
     def __init__(self, counter: TextCounter) -> None:
         self._count = counter
-        # prepare() fills these from the worker thread too: a dict's get and set are
-        # atomic, and a note or a parse is the same whichever thread made it.
-        self._notes: WordNotes = {}
+        # prepare() fills this from the worker thread: a dict's get, set and pop are
+        # atomic, and a parse is the same whichever thread made it.
         self._ready: dict[str, Parsed] = {}
 
-    def parse(self, text: str) -> Parsed:
-        notes = self._notes
+    def parse(self, text: str, notes: WordNotes | None = None) -> Parsed:
         prefix, clauses = split_fact(text, notes)
         return Parsed(
             prefix=prefix,
@@ -40,10 +40,10 @@ class FactParser:
             words=[base_words(clause, notes) for clause in clauses],
         )
 
-    def take(self, text: str) -> Parsed:
+    def take(self, text: str, notes: WordNotes) -> Parsed:
         """The fact parsed, ahead of time if it was prepared (and then forgotten)."""
         ready = self._ready.pop(text, None)
-        return ready if ready is not None else self.parse(text)
+        return ready if ready is not None else self.parse(text, notes)
 
     def tokens(self, text: str) -> int:
         parsed = self._ready.get(text)
@@ -52,6 +52,8 @@ class FactParser:
         return self._count(text)
 
     def prepare(self, texts: Iterable[str]) -> None:
+        notes: WordNotes = {}
         for text in texts:
             if len(self._ready) < _MAX_PREPARED and text not in self._ready:
-                self._ready[text] = replace(self.parse(text), tokens=self._count(text))
+                parsed = self.parse(text, notes)
+                self._ready[text] = replace(parsed, tokens=self._count(text))

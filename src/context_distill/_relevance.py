@@ -57,7 +57,6 @@ def key(text: str) -> str:
 
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_'./:-")
 _ASCII_GAPS = bytes(i if chr(i) in _WORD_CHARS else 32 for i in range(256))
-_NOTES_MOST = 100_000  # words a cache of word notes holds before it starts over
 
 # What base_words and content_free learn of a word, kept by a caller for the next clause.
 WordNotes = dict[str, tuple[str, float, str, int]]
@@ -97,8 +96,6 @@ def _note(word: str) -> tuple[str, float, str, int]:
 def _notes_of(words: list[str], notes: WordNotes | None) -> list[tuple[str, float, str, int]]:
     if notes is None:
         return [_note(word) for word in dict.fromkeys(words)]
-    if len(notes) > _NOTES_MOST:
-        notes.clear()
     out = []
     for word in dict.fromkeys(words):
         note = notes.get(word)

@@ -22,11 +22,12 @@ from ._memory_lines import (
     RenderCache,
     count_by_line,
     format_refs,
+    header,
     render,
     vocabulary,
 )
 from ._memory_parse import EMPTY, FactParser
-from ._relevance import focus_terms, key, rarity
+from ._relevance import WordNotes, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
@@ -39,7 +40,6 @@ __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
 # later can come back until then.
 _HOLD = 512
 _RETIRE_AFTER = 3
-_COUNTED_MOST = 8192  # rendered lines whose tokens are remembered
 
 
 class MemoryBlock:
@@ -72,7 +72,9 @@ class MemoryBlock:
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
-        self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
+        # Rendered lines (with their newline) -> tokens, since the last fit and before it.
+        self._line_counts: dict[str, int] = {}
+        self._counted_before: dict[str, int] = {}
         self._rendered = RenderCache()  # emptied when a fact's text or sources change
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
@@ -120,8 +122,9 @@ class MemoryBlock:
             if fact.retired_at is not None:
                 let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
         doomed = frozenset(i for ids in let_go.values() for i in ids)
+        notes: WordNotes = {}  # the words of all these facts, each spelling read once
         for distillation in sorted(by_distillation):
-            self.add(by_distillation[distillation], doomed=doomed)
+            self._add(by_distillation[distillation], doomed, notes)
             gone = let_go.get(distillation)
             if gone:
                 for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
@@ -144,6 +147,9 @@ class MemoryBlock:
         A line opened by a fact in ``doomed`` is let go before anyone looks at it
         (a restore): it keeps its place and its key but is not taken apart.
         """
+        self._add(facts, doomed, {})
+
+    def _add(self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes) -> None:
         for fact in facts:
             fact_key = key(fact.text)
             line = self._by_key.get(fact_key)
@@ -154,7 +160,7 @@ class MemoryBlock:
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
-            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text)
+            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text, notes)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -217,9 +223,16 @@ class MemoryBlock:
         """New facts: everything shows until the owner fits the block again."""
         self._changes += 1
         self._message = None
+        self._age()
         self._shown = None
         for line in self._lines.values():
             line.shown = None
+
+    def _age(self) -> None:
+        """Renderings and counts of two generations are kept (a fit, the one before):
+        what the view still shows is found again, the rest let go."""
+        self._rendered.age()
+        self._counted_before, self._line_counts = self._line_counts, {}
 
     def _measure(self, line: Line) -> None:
         if line.prefix_tokens:
@@ -228,14 +241,6 @@ class MemoryBlock:
         line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
         if len(line.clause_tokens) != len(line.clauses):
             line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
-
-    def _header(self, hidden: int, trimmed: int) -> str:
-        text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
-        if self._recall_tool:
-            text += f" Originals word for word: {self._recall_tool} tool."
-        if hidden or trimmed:
-            text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
-        return text
 
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
@@ -267,6 +272,7 @@ class MemoryBlock:
             return
         self._fitted = None
         self._message = None
+        self._age()
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
@@ -278,7 +284,7 @@ class MemoryBlock:
         for line in lines:
             self._measure(line)
         total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
-        overhead = self._count(self._header(self.facts, len(lines))) + 8
+        overhead = self._count(header(self._recall_tool, self.facts, len(lines))) + 8
         if total + overhead <= cap:
             self._shown = None
             self._fitted = fitted
@@ -354,21 +360,18 @@ class MemoryBlock:
             rendered = render(shown, self._rendered)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
-            header = self._header(self.facts - len(shown), trimmed)
+            head = header(self._recall_tool, self.facts - len(shown), trimmed)
             self._message = HumanMessage(
-                content=f"{header}\n{body}" if body else header,
+                content=f"{head}\n{body}" if body else head,
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
             if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
                 self._tokens, counts = count_by_line(
-                    [header, *rendered], self._count, self._line_counts
+                    [head, *rendered], self._count, self._line_counts, self._counted_before
                 )
-                # Kept across renderings: a search goes back to lines it counted before.
-                if len(self._line_counts) + len(counts) > _COUNTED_MOST:
-                    self._line_counts = counts
-                else:
-                    self._line_counts.update(counts)
+                # Kept while a fit searches (it goes back to lines it counted before).
+                self._line_counts.update(counts)
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
