@@ -166,13 +166,19 @@ class Greedy:
             if used + cost > room:
                 continue  # the room only shrinks: it will not fit later either
             words = weights[(order, index)]
-            gain = sum(w if word not in covered else w * REPEAT_WEIGHT for word, w in words.items())
-            if gain <= 0:
-                continue
-            ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
-            if heap and ratio < -heap[0][0]:
-                heapq.heappush(heap, (-ratio, order, index))
-                continue
+            # A clause none of whose words is covered yet still has the gain it entered
+            # the heap with: it was the best left, so it is taken as it is. (Covered
+            # words only grow, so its entry was never pushed back.)
+            if not covered.isdisjoint(words):
+                gain = sum(
+                    w if word not in covered else w * REPEAT_WEIGHT for word, w in words.items()
+                )
+                if gain <= 0:
+                    continue
+                ratio = gain / (line.clause_tokens[index] + line.prefix_tokens / 2)
+                if heap and ratio < -heap[0][0]:
+                    heapq.heappush(heap, (-ratio, order, index))
+                    continue
             used += cost
             self._picks.append((order, index))
             in_picks.add(order)
