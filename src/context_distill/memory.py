@@ -263,8 +263,7 @@ class MemoryBlock:
                 excess -= 1
         fitted = (self._changes, self._focus_version, self.relevance, cap)
         if fitted == self._fitted:
-            # Nothing changed since the last fit: the same choice, already applied and
-            # rendered; only the lines it left out count one more miss.
+            # Unchanged since the last fit: its choice stands; the lines left out miss again.
             kept = self._fitted_chosen
             if kept is not None:
                 for line in self._lines.values():
@@ -297,6 +296,7 @@ class MemoryBlock:
             line.misses = 0 if line.order in chosen else line.misses + 1
         self._fitted = fitted
         self._fitted_chosen = frozenset(chosen)
+        self._greedy = None  # its saved states are for this fit's search only
 
     def _search(
         self, cap: int, room: int
