@@ -366,12 +366,12 @@ class MemoryBlock:
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
-            if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
+            # o200k joins "\n/" (a line starting with "/"): such a block is counted whole.
+            if getattr(self._count, "line_additive", False) and body and "\n/" not in f"\n{body}":
                 self._tokens, counts = count_by_line(
                     [head, *rendered], self._count, self._line_counts, self._counted_before
                 )
-                # Kept while a fit searches (it goes back to lines it counted before).
-                self._line_counts.update(counts)
+                self._line_counts.update(counts)  # a fit's search counts lines again
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
