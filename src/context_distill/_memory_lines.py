@@ -9,12 +9,12 @@ written on one line with the prefix once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from langchain_core.messages import HumanMessage
 
-from ._relevance import collapse_alike, content_free
+from ._relevance import WordNotes, collapse_alike, content_free
 from .tokens import TextCounter, count_message
 
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
@@ -37,6 +37,16 @@ def format_refs(refs: Iterable[int]) -> str:
         start = prev = n
     parts.append(f"{start}-{prev}" if prev > start else str(start))
     return "#" + ",".join(parts)
+
+
+def header(recall_tool: str | None, hidden: int, trimmed: int) -> str:
+    """The memory message's first line: what it is, and how much it leaves out."""
+    text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
+    if recall_tool:
+        text += f" Originals word for word: {recall_tool} tool."
+    if hidden or trimmed:
+        text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
+    return text
 
 
 @dataclass(slots=True)
@@ -70,26 +80,25 @@ def vocabulary(line: Line) -> set[str]:
     return {word for clause in line.words for word, _ in clause}
 
 
-def split_fact(text: str) -> tuple[str, list[str]]:
+def split_fact(text: str, notes: WordNotes | None = None) -> tuple[str, list[str]]:
     """Prefix and clauses of a fact; clauses that say nothing are left out (a fact
-    of nothing but those has no clauses and is never shown)."""
+    of nothing but those has no clauses and is never shown). ``notes``: see
+    :func:`._relevance.base_words`."""
     match = _CALL.match(text) or _PREFIX.match(text)
     prefix = match.group(0) if match else ""
     body = text[len(prefix) :]
     clauses = [c.strip() for c in body.split("; ") if c.strip()]
     if not clauses and body.strip():
         clauses = [body.strip()]
-    clauses = collapse_alike([c for c in clauses if not content_free(c)])
+    clauses = collapse_alike([c for c in clauses if not content_free(c, notes)])
     if not clauses and prefix and _CALL.match(prefix):
         return "", [prefix[: -len(" → ")]]  # a call that returned nothing: the call itself
     return prefix, clauses
 
 
-def mergeable(previous: Line, line: Line, run: int) -> bool:
+def _related(previous: Line, line: Line) -> bool:
     """Neighbouring shown facts share a line when they share a speaker or a tool call,
     or come from the same turn (their sources overlap)."""
-    if run >= _MERGE_MOST:
-        return False
     if previous.prefix and previous.prefix == line.prefix:
         return True
     return bool(set(previous.refs) & set(line.refs))
@@ -100,32 +109,82 @@ def body(line: Line) -> str:
     return "; ".join(picked)
 
 
-def render(lines: Sequence[Line]) -> list[str]:
+RunKey = tuple[tuple[int, tuple[int, ...] | None], ...]
+
+
+@dataclass(slots=True)
+class RenderCache:
+    """Merged lines and which neighbours merge, kept between renderings of the same
+    facts: this generation's and the last one's (the owner ages it at each fit, and
+    clears it when a fact's sources change)."""
+
+    runs: dict[RunKey, str] = field(default_factory=dict)
+    related: dict[tuple[int, int], bool] = field(default_factory=dict)
+    old_runs: dict[RunKey, str] = field(default_factory=dict)
+    old_related: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+    def age(self) -> None:
+        self.old_runs, self.runs = self.runs, {}
+        self.old_related, self.related = self.related, {}
+
+    def clear(self) -> None:
+        for kept in (self.runs, self.related, self.old_runs, self.old_related):
+            kept.clear()
+
+
+def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]:
     """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
+    if cache is None:
+        cache = RenderCache()
+    runs, related = cache.runs, cache.related
+    old_runs, old_related = cache.old_runs, cache.old_related
     rendered: list[str] = []
     run: list[Line] = []
 
     def flush() -> None:
         if not run:
             return
-        refs = format_refs(ref for line in run for ref in line.refs)
-        if all(line.prefix == run[0].prefix for line in run):
-            text = run[0].prefix + "; ".join(body(line) for line in run)
-        else:
-            text = "; ".join(line.prefix + body(line) for line in run)
-        rendered.append(f"{refs} {text}" if refs else text)
+        key = tuple((line.order, None if line.shown is None else tuple(line.shown)) for line in run)
+        text = runs.get(key)
+        if text is None:
+            text = old_runs.get(key)
+            runs[key] = text = _merged(run) if text is None else text
+        rendered.append(text)
         run.clear()
 
     for line in lines:
-        if run and not mergeable(run[-1], line, len(run)):
-            flush()
+        if run:
+            if len(run) >= _MERGE_MOST:
+                flush()
+            else:
+                pair = (run[-1].order, line.order)
+                merge = related.get(pair)
+                if merge is None:
+                    merge = old_related.get(pair)
+                    if merge is None:
+                        merge = _related(run[-1], line)
+                    related[pair] = merge
+                if not merge:
+                    flush()
         run.append(line)
     flush()
     return rendered
 
 
+def _merged(run: list[Line]) -> str:
+    refs = format_refs(ref for line in run for ref in line.refs)
+    if all(line.prefix == run[0].prefix for line in run):
+        text = run[0].prefix + "; ".join(body(line) for line in run)
+    else:
+        text = "; ".join(line.prefix + body(line) for line in run)
+    return f"{refs} {text}" if refs else text
+
+
 def count_by_line(
-    lines: list[str], count: TextCounter, previous: dict[str, int]
+    lines: list[str],
+    count: TextCounter,
+    previous: Mapping[str, int],
+    older: Mapping[str, int] | None = None,
 ) -> tuple[int, dict[str, int]]:
     """A memory message's tokens as a sum over its lines, most of them counted before;
     with the counts to pass next time.
@@ -140,7 +199,9 @@ def count_by_line(
     for piece in pieces:
         tokens = previous.get(piece)
         if tokens is None:
-            tokens = count(piece)
+            tokens = older.get(piece) if older is not None else None
+            if tokens is None:
+                tokens = count(piece)
         counts[piece] = tokens
         total += tokens
     return total, counts

@@ -55,49 +55,87 @@ def key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def base_words(text: str) -> list[tuple[str, float]]:
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_'./:-")
+_ASCII_GAPS = bytes(i if chr(i) in _WORD_CHARS else 32 for i in range(256))
+
+# What base_words and content_free learn of a word, kept by a caller for the next clause.
+WordNotes = dict[str, tuple[str, float, str, int]]
+_MEANS, _SAYS_NOTHING, _NUMBER = 0, 1, 2
+
+
+def words_in(text: str) -> list[str]:
+    """The words of a text as ``_WORD`` finds them; ASCII text (most facts) faster."""
+    if text.isascii():
+        return text.encode().translate(_ASCII_GAPS).decode().split()
+    return _WORD.findall(text)
+
+
+def _note(word: str) -> tuple[str, float, str, int]:
+    """A word's weight before rarity (0: not informative) and its lower-case form, and
+    how it reads in a clause that may say nothing."""
+    lower = word.lower()
+    informative = lower.strip(".:'-/")
+    if not informative or informative in COMMON:
+        base = 0.0
+    elif _DIGIT.search(word):
+        base = 2.0
+    elif informative in VAGUE:
+        base = 0.2
+    elif word[0].isupper():
+        base = 1.5
+    else:
+        base = 1.0 if len(informative) > 2 else 0.0
+    bare = lower.strip(".:'-/%")
+    if bare in _REACTION or bare in COMMON or bare in VAGUE:
+        kind = _SAYS_NOTHING
+    else:
+        kind = _NUMBER if bare.isdigit() else _MEANS
+    return informative, base, bare, kind
+
+
+def _notes_of(words: list[str], notes: WordNotes | None) -> list[tuple[str, float, str, int]]:
+    if notes is None:
+        return [_note(word) for word in dict.fromkeys(words)]
+    out = []
+    for word in dict.fromkeys(words):
+        note = notes.get(word)
+        if note is None:
+            note = notes[word] = _note(word)
+        out.append(note)
+    return out
+
+
+def base_words(text: str, notes: WordNotes | None = None) -> list[tuple[str, float]]:
     """The informative words of a clause, each with a weight before rarity.
 
     Numbers and names weigh more than plain words, words of reaction little; a
     question carries half of what a statement does, and a clause of bare numbers
-    (line numbers, counts) little.
+    (line numbers, counts) little. ``notes`` caches what each word is (any dict).
     """
     out: dict[str, float] = {}
     question = 0.5 if text.rstrip().endswith("?") else 1.0
-    for word in _WORD.findall(text):
-        lower = word.lower().strip(".:'-/")
-        if not lower or lower in out or lower in COMMON:
-            continue
-        if _DIGIT.search(word):
-            base = 2.0
-        elif lower in VAGUE:
-            base = 0.2
-        elif word[0].isupper():
-            base = 1.5
-        elif len(lower) > 2:
-            base = 1.0
-        else:
-            continue
-        out[lower] = base * question
+    # A word said again weighs nothing more: each spelling is looked at once.
+    for informative, base, _, _ in _notes_of(words_in(text), notes):
+        if base and informative not in out:
+            out[informative] = base * question
     if out and all(_NUMBER_ONLY.match(word) for word in out):
         return [(word, 0.3 * weight) for word, weight in out.items()]
     return list(out.items())
 
 
-def content_free(clause: str) -> bool:
+def content_free(clause: str, notes: WordNotes | None = None) -> bool:
     """A clause that carries nothing: reactions, agreement, one word said over and over."""
-    words = [w.lower().strip(".:'-/%") for w in _WORD.findall(clause)]
-    words = [w for w in words if w]
-    if not words:
+    found = words_in(clause)
+    noted = [note for note in _notes_of(found, notes) if note[2]]
+    if not noted:
         return True
-    if len(words) >= 3 and len(set(words)) == 1:
+    if len({note[2] for note in noted}) == 1 and (
+        sum(1 for w in found if w.lower().strip(".:'-/%")) >= 3
+    ):
         return True
-    meaningful = [
-        w
-        for w in words
-        if w not in COMMON and w not in VAGUE and w not in _REACTION and not w.isdigit()
-    ]
-    return not meaningful and any(w in _REACTION or w in COMMON or w in VAGUE for w in words)
+    if any(note[3] == _MEANS for note in noted):
+        return False  # a word that means something
+    return any(note[3] == _SAYS_NOTHING for note in noted)
 
 
 def collapse_alike(clauses: list[str]) -> list[str]:
@@ -121,17 +159,31 @@ def collapse_alike(clauses: list[str]) -> list[str]:
     return out
 
 
-def rarity(df: Mapping[str, int], held: int) -> dict[str, float]:
+def rarity(
+    df: Mapping[str, int], held: int, idlike: dict[str, bool] | None = None
+) -> dict[str, float]:
     """Weight of each word by how few held facts of this thread use it.
 
     An identifier (a user id, an order number, a path) that many facts repeat is
-    what the thread is about, not noise: it weighs as if it were rare.
+    what the thread is about, not noise: it weighs as if it were rare. ``idlike``
+    remembers which words are identifiers between calls.
     """
     top = math.log(1.0 + held)
-    return {
-        word: top if _IDLIKE.match(word) else math.log(1.0 + held / count)
-        for word, count in df.items()
-    }
+    known = {} if idlike is None else idlike
+    by_count: dict[int, float] = {}
+    out: dict[str, float] = {}
+    for word, count in df.items():
+        ident = known.get(word)
+        if ident is None:
+            ident = known[word] = _IDLIKE.match(word) is not None
+        if ident:
+            out[word] = top
+            continue
+        value = by_count.get(count)
+        if value is None:
+            value = by_count[count] = math.log(1.0 + held / count)
+        out[word] = value
+    return out
 
 
 def focus_terms(texts: Iterable[str]) -> dict[str, float]:
@@ -142,7 +194,7 @@ def focus_terms(texts: Iterable[str]) -> dict[str, float]:
     """
     terms: dict[str, float] = {}
     for text in texts:
-        for word in _WORD.findall(text[-_FOCUS_CHARS:]):
+        for word in words_in(text[-_FOCUS_CHARS:]):
             lower = word.lower().strip(".:'-/")
             if len(lower) < 3 or lower in COMMON or lower in VAGUE:
                 continue

@@ -116,8 +116,8 @@ class Intake:
         if start is None:
             transcript = self._rebuild(thread)
             start = 0
-        self._mark_distilled(thread, messages, start)
-        records, reduced = self._add(thread, messages, start, transcript)
+        digests = self._mark_distilled(thread, messages, start)
+        records, reduced = self._add(thread, messages, start, transcript, digests)
         if thread.archive.shown_again and start < len(messages):
             self._hide_shown_again(thread)
         if reduced:
@@ -180,16 +180,18 @@ class Intake:
 
     def _mark_distilled(
         self, thread: ThreadState, messages: Sequence[BaseMessage], start: int
-    ) -> None:
+    ) -> dict[int, str]:
         """Sort new messages that were distilled before into hidden and shown again.
 
         The same message again means the caller rewound its history and it grew back:
         it stays hidden, except the newest group and the latest human message. A
         different message under a distilled id would vanish, so it is refused.
+        Returns the digests it computed, by position (intake needs them again).
         """
         archive = thread.archive
+        digests: dict[int, str] = {}
         if not len(archive.distilled):
-            return
+            return digests
         found: dict[str, tuple[int, BaseMessage]] = {}
         for position in range(start, len(messages)):
             message = messages[position]
@@ -199,13 +201,14 @@ class Intake:
             if mid in archive.distilled:
                 found[mid] = (position, message)
         if not found:
-            return
+            return digests
         stored = self._store.distilled_digests(thread.thread_id, list(found))
         if not stored:
-            return  # hash collisions in the id set: not distilled after all
+            return digests  # hash collisions in the id set: not distilled after all
         for mid, archived in stored.items():
             position, message = found[mid]
-            if archived != digest(message):
+            digests[position] = known = digest(message)
+            if archived != known:
                 raise InvalidMessageError(
                     f"{describe(message, position)}: id {mid!r} belongs to an earlier "
                     "message of this thread that was distilled already; ids must be unique "
@@ -217,6 +220,7 @@ class Intake:
                 archive.shown_again.add(mid)
             else:
                 archive.skip.add(mid)
+        return digests
 
     @staticmethod
     def _hide_shown_again(thread: ThreadState) -> None:
@@ -250,12 +254,13 @@ class Intake:
         messages: Sequence[BaseMessage],
         start: int,
         transcript: Mapping[str, ArchivedMessage],
+        digests: Mapping[int, str],
     ) -> tuple[list[MessageRecord], list[MessageRecord]]:
         """Take messages in; records to archive as they are, and reduced originals.
 
         ``transcript`` is what the store held when the thread was just rebuilt (else
         empty: new messages of a known thread are new to the store too, and the store
-        itself ignores one archived twice).
+        itself ignores one archived twice); ``digests``: those known already, by position.
         """
         ledger = thread.ledger
         archive = thread.archive
@@ -272,7 +277,7 @@ class Intake:
             replacement: ToolMessage | None = None
             mark = marker(message)
             if mark != MEMORY_MARK:
-                known = digest(message)
+                known = digests.get(position) or digest(message)
                 mid = message.id or derived_id(message, position, known)
                 entry = transcript.get(mid)
                 held = entry.digest if entry is not None else None

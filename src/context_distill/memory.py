@@ -13,35 +13,33 @@ distillation), so between distillations the block stays as it was.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from langchain_core.messages import HumanMessage
 
-from ._memory_choice import Weights, choose, clause_weights
+from ._memory_choice import Greedy, Weights, clause_weights, search
 from ._memory_lines import (
     Line,
-    Parsed,
+    RenderCache,
     count_by_line,
     format_refs,
+    header,
     render,
-    split_fact,
     vocabulary,
 )
-from ._relevance import base_words, focus_terms, key, rarity
+from ._memory_parse import EMPTY, FactParser
+from ._relevance import WordNotes, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 MEMORY_ID = "context-distill-memory"
 __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
-_MAX_PREPARED = 4096
 
 # Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
 # considered (they stay archived): bounded memory, while a fact the work needs again
 # later can come back until then.
 _HOLD = 512
 _RETIRE_AFTER = 3
-_REFILLS = 4  # re-choices that bring a rendering to its cap
 
 
 class MemoryBlock:
@@ -66,15 +64,23 @@ class MemoryBlock:
         self._message: HumanMessage | None = None
         self._tokens = 0
         self._df: dict[str, int] = {}  # in how many held facts each word occurs
-        self._parsed: dict[str, Parsed] = {}  # facts parsed ahead of time
+        self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
+        self._parser = FactParser(counter)
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
+        self._greedy: Greedy | None = None  # the choice for the cached weights
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
-        self._line_counts: dict[str, int] = {}  # rendered line (with its newline) -> tokens
+        # Rendered lines (with their newline) -> tokens, since the last fit and before it.
+        self._line_counts: dict[str, int] = {}
+        self._counted_before: dict[str, int] = {}
+        self._rendered = RenderCache()  # emptied when a fact's text or sources change
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
+        self._changes = 0  # bumped whenever the lines held or their costs change
+        self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
+        self._fitted_chosen: frozenset[int] | None = None  # its chosen lines (None: all)
 
     @property
     def recall_tool(self) -> str | None:
@@ -86,6 +92,7 @@ class MemoryBlock:
         if name != self._recall_tool:
             self._recall_tool = name
             self._message = None
+            self._changes += 1
 
     def __len__(self) -> int:
         return len(self._lines) + self._retired
@@ -115,8 +122,9 @@ class MemoryBlock:
             if fact.retired_at is not None:
                 let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
         doomed = frozenset(i for ids in let_go.values() for i in ids)
+        notes: WordNotes = {}  # the words of all these facts, each spelling read once
         for distillation in sorted(by_distillation):
-            self.add(by_distillation[distillation], doomed=doomed)
+            self._add(by_distillation[distillation], doomed, notes)
             gone = let_go.get(distillation)
             if gone:
                 for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
@@ -139,21 +147,20 @@ class MemoryBlock:
         A line opened by a fact in ``doomed`` is let go before anyone looks at it
         (a restore): it keeps its place and its key but is not taken apart.
         """
+        self._add(facts, doomed, {})
+
+    def _add(self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes) -> None:
         for fact in facts:
             fact_key = key(fact.text)
             line = self._by_key.get(fact_key)
             if line is not None:
                 line.refs = sorted(set(line.refs) | set(fact.refs))
+                self._rendered.clear()
                 line.fact_ids.append(fact.fact_id)
                 line.prefix_tokens = 0
                 self._weights_for = (-1, -1, -1)  # its cost changed
                 continue
-            ready = self._parsed.pop(fact.text, None)
-            parsed: Parsed
-            if fact.fact_id in doomed:
-                parsed = Parsed(prefix="", clauses=[], clause_tokens=[], words=[])
-            else:
-                parsed = ready if ready is not None else self._parse(fact.text)
+            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text, notes)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -192,6 +199,7 @@ class MemoryBlock:
     def _retire(self, line: Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""
         del self._lines[line.order]
+        self._changes += 1
         self._by_key.pop(key(line.text), None)
         self._newly_retired.extend(line.fact_ids)
         for word in vocabulary(line):
@@ -200,37 +208,31 @@ class MemoryBlock:
                 self._df[word] = left
             else:
                 self._df.pop(word, None)
+                self._idlike.pop(word, None)
         self._retired += 1
-
-    def _parse(self, text: str) -> Parsed:
-        prefix, clauses = split_fact(text)
-        return Parsed(
-            prefix=prefix,
-            clauses=clauses,
-            clause_tokens=[self._count(clause) + 1 for clause in clauses],
-            words=[base_words(clause) for clause in clauses],
-        )
 
     def fact_tokens(self, text: str) -> int:
         """Tokens of a fact's text, counted ahead of time when it was prepared."""
-        parsed = self._parsed.get(text)
-        if parsed is not None and parsed.tokens is not None:
-            return parsed.tokens
-        return self._count(text)
+        return self._parser.tokens(text)
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
-        for text in texts:
-            if len(self._parsed) < _MAX_PREPARED and text not in self._parsed:
-                parsed = self._parse(text)
-                self._parsed[text] = replace(parsed, tokens=self._count(text))
+        self._parser.prepare(texts)
 
     def _invalidate(self) -> None:
         """New facts: everything shows until the owner fits the block again."""
+        self._changes += 1
         self._message = None
+        self._age()
         self._shown = None
         for line in self._lines.values():
             line.shown = None
+
+    def _age(self) -> None:
+        """Renderings and counts of two generations are kept (a fit, the one before):
+        what the view still shows is found again, the rest let go."""
+        self._rendered.age()
+        self._counted_before, self._line_counts = self._line_counts, {}
 
     def _measure(self, line: Line) -> None:
         if line.prefix_tokens:
@@ -239,14 +241,6 @@ class MemoryBlock:
         line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
         if len(line.clause_tokens) != len(line.clauses):
             line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
-
-    def _header(self, hidden: int, trimmed: int) -> str:
-        text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
-        if self._recall_tool:
-            text += f" Originals word for word: {self._recall_tool} tool."
-        if hidden or trimmed:
-            text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
-        return text
 
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
@@ -257,7 +251,6 @@ class MemoryBlock:
         choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
-        self._message = None
         # Lines the last fits kept leaving out go now (past the bound), before choosing,
         # so that what a fit shows depends only on the lines held while it chose (see
         # restore()).
@@ -268,50 +261,61 @@ class MemoryBlock:
             if line.misses >= _RETIRE_AFTER:
                 self._retire(line)
                 excess -= 1
+        fitted = (self._changes, self._focus_version, self.relevance, cap)
+        if fitted == self._fitted:
+            # Unchanged since the last fit: its choice stands; the lines left out miss again.
+            kept = self._fitted_chosen
+            if kept is not None:
+                for line in self._lines.values():
+                    line.misses = 0 if line.order in kept else line.misses + 1
+            return
+        self._fitted = None
+        self._message = None
+        self._age()
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
+        self._fitted_chosen = None
         if cap is None:
             self._shown = None
+            self._fitted = fitted
             return
         for line in lines:
             self._measure(line)
         total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
-        overhead = self._count(self._header(self.facts, len(lines))) + 8
+        overhead = self._count(header(self._recall_tool, self.facts, len(lines))) + 8
         if total + overhead <= cap:
             self._shown = None
+            self._fitted = fitted
             return
-        chosen = self._search(cap, cap - overhead)
+        chosen, rendered = self._search(cap, cap - overhead)
         self._apply(chosen)
+        if rendered is not None:
+            self._message, self._tokens = rendered
         for line in lines:
             line.misses = 0 if line.order in chosen else line.misses + 1
+        self._fitted = fitted
+        self._fitted_chosen = frozenset(chosen)
+        self._greedy = None  # its saved states are for this fit's search only
 
-    def _search(self, cap: int, room: int) -> dict[int, list[int]]:
-        """The fullest choice whose rendering fits ``cap``: the estimate of a line's cost
-        is off by merged lines (cheaper) and token boundaries (dearer), so the room
-        is moved towards the cap between the largest that fit and the least that did not."""
-        best: dict[int, list[int]] = {}
-        best_used = -1
-        fits: int | None = None
-        over: int | None = None
-        for _ in range(_REFILLS + 2):
+    def _search(
+        self, cap: int, room: int
+    ) -> tuple[dict[int, list[int]], tuple[HumanMessage, int] | None]:
+        """The fullest choice whose rendering fits ``cap`` (:func:`._memory_choice.search`),
+        with its message and tokens as rendered while searching."""
+        rendered: dict[int, tuple[HumanMessage, int]] = {}
+
+        def attempt(room: int) -> tuple[dict[int, list[int]], int]:
             picked = self._choose(room)
             self._apply(picked)
             used = self.tokens
-            if used <= cap:
-                if used > best_used:
-                    best, best_used = picked, used
-                fits = room
-                step = room + (cap - used)
-            else:
-                over = room
-                step = room - (used - cap) - 2
-            if fits is not None and over is not None:
-                step = (fits + over) // 2
-            if step == room or step <= 0 or (best_used >= 0 and cap - best_used < 4):
-                break
-            room = step
-        return best
+            message = self.message()
+            if message is not None and used <= cap:
+                rendered[room] = (message, used)
+            return picked, used
+
+        best, best_room = search(cap, room, attempt)
+        return best, rendered.get(best_room) if best_room is not None else None
 
     def _apply(self, picked: dict[int, list[int]]) -> None:
         """Show the chosen clauses (no retiring: the choice may be made again)."""
@@ -332,17 +336,20 @@ class MemoryBlock:
         if self._weights_for != version:
             self._weights_cache, self._heap_cache = clause_weights(
                 self._lines.values(),
-                rarity(self._df, len(self._lines)),
+                rarity(self._df, len(self._lines), self._idlike),
                 self._focus,
                 self._next,
                 self.relevance,
             )
             self._weights_for = version
+            self._greedy = None
         return self._weights_cache, self._heap_cache
 
     def _choose(self, room: int) -> dict[int, list[int]]:
         weights, opening = self._weights()
-        return choose(self._lines, weights, opening, room)
+        if self._greedy is None:
+            self._greedy = Greedy(self._lines, weights, opening)
+        return self._greedy.choose(room)
 
     def message(self) -> HumanMessage | None:
         """The memory message for the view, or None while there are no facts."""
@@ -350,19 +357,21 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = self._visible()
-            rendered = render(shown)
+            rendered = render(shown, self._rendered)
             body = "\n".join(rendered)
             trimmed = sum(1 for line in shown if line.shown is not None)
-            header = self._header(self.facts - len(shown), trimmed)
+            head = header(self._recall_tool, self.facts - len(shown), trimmed)
             self._message = HumanMessage(
-                content=f"{header}\n{body}" if body else header,
+                content=f"{head}\n{body}" if body else head,
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
-            if getattr(self._count, "line_additive", False) and body and "\n/" not in body:
-                self._tokens, self._line_counts = count_by_line(
-                    [header, *rendered], self._count, self._line_counts
+            # o200k joins "\n/" (a line starting with "/"): such a block is counted whole.
+            if getattr(self._count, "line_additive", False) and body and "\n/" not in f"\n{body}":
+                self._tokens, counts = count_by_line(
+                    [head, *rendered], self._count, self._line_counts, self._counted_before
                 )
+                self._line_counts.update(counts)  # a fit's search counts lines again
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
