@@ -48,14 +48,16 @@ def replay_conversation(
     return update.view, time.perf_counter() - started, update.stats
 
 
-def engine_options(given: Sequence[str]) -> dict[str, float]:
-    """``NAME=VALUE`` engine options from the command line (for sweeps)."""
+def engine_options(given: Sequence[str], flag: str = "--option") -> dict[str, float]:
+    """``NAME=VALUE`` engine options from the command line (for sweeps); a ``*_tokens``
+    value of 1 or more is a whole number of tokens."""
     options: dict[str, float] = {}
     for option in given:
         name, sep, value = option.partition("=")
         if not sep:
-            raise SystemExit(f"--option {option!r}: expected NAME=VALUE")
-        options[name] = float(value)
+            raise SystemExit(f"{flag} {option!r}: expected NAME=VALUE")
+        number = float(value)
+        options[name] = int(number) if name.endswith("_tokens") and number >= 1 else number
     return options
 
 

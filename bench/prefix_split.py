@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bench.step_systems import Distill, MemoCounter, _key, text_counter
+from bench.step_systems import Distill, MemoCounter, PrefixMeter, text_counter
 from bench.swe_agent import load_swe_agent, split
 from bench.trajectories import sessions_of
 
@@ -31,31 +31,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         system = Distill()
         budget = session.budget(args.budget)
         memo = MemoCounter(session.count)
+        meter = PrefixMeter(lambda m, memo=memo: memo([m]))
         state = system.start(session, budget)
-        previous: list[tuple[object, ...]] | None = None
         for end in session.steps:
-            view = system.view(state, session, end, budget)
-            keys = [_key(m) for m in view]
-            if previous is not None:
-                common = 0
-                for before, now in zip(previous, keys, strict=False):
-                    if before != now:
-                        break
-                    common += 1
-                sizes = [memo([m]) for m in view]
-                total, kept = sum(sizes), sum(sizes[:common])
-                calls += 1
-                tokens += total
-                reused += kept
-                if state.update.changed:
-                    changed_calls += 1
-                    changed_tokens += total
-                    changed_reused += kept
-                elif common < len(previous):
-                    breaks += 1
-                else:
-                    appended_new += total - kept
-            previous = keys
+            total, kept, appended = meter.observe(system.view(state, session, end, budget))
+            if meter.calls == 1:
+                continue
+            calls += 1
+            tokens += total
+            reused += kept
+            if state.update.changed:
+                changed_calls += 1
+                changed_tokens += total
+                changed_reused += kept
+            elif appended:
+                appended_new += total - kept
+            else:
+                breaks += 1
     quiet = tokens - changed_tokens
     print(f"{len(sessions)} django runs at {args.budget:.0%}: {calls} calls")
     print(f"prefix reuse, all calls:               {reused / tokens:.1%}")

@@ -95,10 +95,6 @@ class Session:
     def prefix(self) -> list[BaseMessage]:
         return self.messages[: self.pinned]
 
-    @property
-    def conversation(self) -> list[BaseMessage]:
-        return self.messages[self.pinned :]
-
 
 def _key(message: BaseMessage) -> tuple[Any, ...]:
     return MemoCounter._key(message)
@@ -132,19 +128,26 @@ class PrefixMeter:
         self.tokens = 0
         self.reused = 0
 
-    def observe(self, view: Sequence[BaseMessage]) -> None:
+    def observe(self, view: Sequence[BaseMessage]) -> tuple[int, int, bool]:
+        """Count one call; its tokens, those the previous call's prefix holds, and
+        whether it only added messages at the end (all 0 and False for the first)."""
         keys = [_key(m) for m in view]
         common = 0
         for before, now in zip(self._previous, keys, strict=False):
             if before != now:
                 break
             common += 1
-        if self.calls:
-            sizes = [self._count(m) for m in view]
-            self.tokens += sum(sizes)
-            self.reused += sum(sizes[:common])
+        first = self.calls == 0
+        appended = not first and common == len(self._previous)
         self.calls += 1
         self._previous = keys
+        if first:
+            return 0, 0, False
+        sizes = [self._count(m) for m in view]
+        total, reused = sum(sizes), sum(sizes[:common])
+        self.tokens += total
+        self.reused += reused
+        return total, reused, appended
 
     def fill(self, trace: Trace) -> Trace:
         trace.calls, trace.call_tokens, trace.reused_tokens = self.calls, self.tokens, self.reused

@@ -35,6 +35,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, convert_to_messages
 
 from bench.datasets import TAU_AIRLINE_PATH, Replay, load_tau_airline
+from bench.locomo_engine import engine_options
 from bench.scoring import contains_value, is_memory_message, message_text
 from bench.step_systems import (
     MODEL_FREE,
@@ -289,17 +290,9 @@ def plot(cells: Sequence[Cell], systems: Sequence[StepSystem], path: Path) -> Pa
 
 def distill_with(options: Sequence[str]) -> Distill:
     """The distill system with engine options from the command line (for sweeps)."""
-    shares: dict[str, float] = {}
-    plain: dict[str, Any] = {}
-    for option in options:
-        name, sep, value = option.partition("=")
-        if not sep:
-            raise SystemExit(f"--distill-option {option!r}: expected NAME=VALUE")
-        number = float(value)
-        if name.endswith("_tokens") and number < 1:
-            shares[name] = number
-        else:
-            plain[name] = int(number) if name.endswith("_tokens") else number
+    parsed = engine_options(options, "--distill-option")
+    shares = {k: v for k, v in parsed.items() if k.endswith("_tokens") and v < 1}
+    plain = {k: v for k, v in parsed.items() if k not in shares}
     label = "context-distill (" + ", ".join(options) + ")"
     return Distill("distill", label, shares=shares, **plain)
 

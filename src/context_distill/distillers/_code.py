@@ -36,7 +36,8 @@ _LINE_CHARS = 80
 _NAMES_PER_CLAUSE = 16
 
 
-def _compact(line: str, limit: int = 120) -> str:
+def compact(line: str, limit: int = 120) -> str:
+    """One line, spaces collapsed, cut to ``limit`` characters with an ellipsis."""
     text = " ".join(line.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -44,12 +45,12 @@ def _compact(line: str, limit: int = 120) -> str:
 def _definition(line: str) -> str | None:
     match = DEF.match(line)
     if match:
-        return _compact(match.group(0).strip().rstrip(":{ "))
+        return compact(match.group(0).strip().rstrip(":{ "))
     constant = _CONSTANT.match(line)
     if constant:
-        return _compact(f"{constant.group(1)} = {constant.group(2)}", 80)
+        return compact(f"{constant.group(1)} = {constant.group(2)}", 80)
     note = _NOTE.search(line)
-    return _compact(note.group(0), 100) if note else None
+    return compact(note.group(0), 100) if note else None
 
 
 def _capped(items: list[str], most: int) -> list[str]:
@@ -89,7 +90,7 @@ def summarize_numbered(rows: Sequence[tuple[int, str]], colon: bool) -> str:
     that says something with its number (what a later edit names), one clause each so
     the memory block can show some; a long listing keeps its definitions in between."""
     first, last = rows[0][0], rows[-1][0]
-    lines = [(n, _compact(body, _LINE_CHARS)) for n, body in rows if body.strip()]
+    lines = [(n, compact(body, _LINE_CHARS)) for n, body in rows if body.strip()]
     if len(lines) > _MAX_LINES:
         edge = _MAX_LINES // 4
         middle = [(n, found) for n, body in rows[edge:-edge] if (found := _definition(body))]
@@ -118,7 +119,7 @@ def summarize_grep(hits: Sequence[tuple[str, int, str]]) -> str:
     """Search hits grouped by file, each file named once."""
     by_file: dict[str, list[str]] = {}
     for path, number, body in hits:
-        by_file.setdefault(path, []).append(f"{number}: {_compact(body, 90)}")
+        by_file.setdefault(path, []).append(f"{number}: {compact(body, 90)}")
     clauses = []
     for path, items in by_file.items():
         shown = _capped(items, 6)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from ._code import compact
+
 _TEST_SIGNAL = re.compile(
     r"^=+ (?:FAILURES|ERRORS|short test summary info|test session starts)|"
     r"^=*\s*\d+ (?:passed|failed|errors?)\b.* in [\d.]+s|"
@@ -33,11 +35,6 @@ _ERROR_LINE = re.compile(
 _MAX_FAILED = 12
 _MAX_E_LINES = 8
 _MAX_FRAMES = 8
-
-
-def _compact(line: str, limit: int = 200) -> str:
-    text = " ".join(line.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def looks_like_test_run(text: str) -> bool:
@@ -63,28 +60,28 @@ def summarize_test_run(text: str) -> str:
         if match:
             if match.group(1):
                 reason = match.group(2)
-                item = match.group(1) + (f" - {_compact(reason, 120)}" if reason else "")
+                item = match.group(1) + (f" - {compact(reason, 120)}" if reason else "")
             else:
-                item = _compact(stripped, 160)
+                item = compact(stripped, 160)
             if len(failed) < _MAX_FAILED:
                 _add(failed, seen, item)
             continue
         e_line = _E_LINE.match(line)
         if e_line and len(errors) < _MAX_E_LINES:
-            _add(errors, seen, "E " + _compact(e_line.group(1), 160))
+            _add(errors, seen, "E " + compact(e_line.group(1), 160))
             continue
         location = _LOCATION.match(stripped)
         if location:
-            _add(errors, seen, _compact(stripped, 160))
+            _add(errors, seen, compact(stripped, 160))
             continue
         if _ERROR_LINE.match(stripped) and index > 0 and _in_traceback(lines, index):
             if len(errors) < _MAX_E_LINES:
-                _add(errors, seen, _compact(stripped, 160))
+                _add(errors, seen, compact(stripped, 160))
             continue
         total = _TOTALS.match(stripped.strip("= "))
         if total:
-            _add(totals, seen, _compact(stripped.strip("= "), 120))
-    return "; ".join([*failed, *errors, *totals]) or _compact(lines[-1] if lines else "", 120)
+            _add(totals, seen, compact(stripped.strip("= "), 120))
+    return "; ".join([*failed, *errors, *totals]) or compact(lines[-1] if lines else "", 120)
 
 
 def _in_traceback(lines: list[str], index: int) -> bool:
@@ -117,12 +114,12 @@ def summarize_traceback(text: str) -> str:
             if index + 1 < len(lines) and not _FRAME.match(lines[index + 1]):
                 following = lines[index + 1].strip()
                 if following and not _ERROR_LINE.match(following):
-                    source = _compact(following, 140)
+                    source = compact(following, 140)
             frames.append((location, source))
             continue
         stripped = line.strip()
         if stripped and not line.startswith(" ") and _ERROR_LINE.match(stripped):
-            _add(errors, seen, _compact(stripped, 200))
+            _add(errors, seen, compact(stripped, 200))
     if len(frames) > _MAX_FRAMES:
         frames = [*frames[:3], ("…", ""), *frames[-(_MAX_FRAMES - 4) :]]
     rendered = []
