@@ -4,8 +4,9 @@ Each system sees a session the way an agent's model would: at every step end (af
 each message, except between a tool call and its results) it produces the view the
 model is called with. The final view is scored; the sequence of views gives the
 prefix reuse, the share of each call's tokens that repeat the previous call's
-leading messages (what a provider's prompt cache can serve; counted in whole
-messages, so a message edited anywhere breaks the prefix there).
+prefix (what a provider's prompt cache can serve: the leading messages, and the
+leading text of the first message that differs; the whole-message count is kept
+beside it).
 
 - ``full``: the whole history;
 - ``truncation``: the system prompt and the newest messages that fit;
@@ -108,7 +109,8 @@ class Trace:
     seconds: float = 0.0
     calls: int = 0
     call_tokens: int = 0  # tokens of every call after the first
-    reused_tokens: int = 0  # of those, tokens of the leading messages the previous call had
+    reused_tokens: int = 0  # of those, tokens of the prefix the previous call had
+    reused_message_tokens: int = 0  # counted in whole leading messages only
     notes: Counter[str] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -119,14 +121,25 @@ class Trace:
 
 
 class PrefixMeter:
-    """Prefix reuse over a sequence of model calls, in whole messages."""
+    """Prefix reuse over a sequence of model calls.
 
-    def __init__(self, count: Callable[[BaseMessage], int]) -> None:
+    A prompt cache serves the longest token prefix a call shares with the one before
+    (OpenAI's and vLLM's prefix caches work in tokens, not messages): the leading
+    messages both calls hold, and the leading text of the first message that
+    differs, when only its end changed (same role, call and tool call id). The
+    whole-message figure (``reused_messages``) is kept beside it.
+    """
+
+    def __init__(
+        self, count: Callable[[BaseMessage], int], text: Callable[[str], int] | None = None
+    ) -> None:
         self._count = count
+        self._text = text
         self._previous: list[tuple[Any, ...]] = []
         self.calls = 0
         self.tokens = 0
         self.reused = 0
+        self.reused_messages = 0
 
     def observe(self, view: Sequence[BaseMessage]) -> tuple[int, int, bool]:
         """Count one call; its tokens, those the previous call's prefix holds, and
@@ -139,19 +152,37 @@ class PrefixMeter:
             common += 1
         first = self.calls == 0
         appended = not first and common == len(self._previous)
+        partial = 0
+        if not first and self._text is not None and common < min(len(keys), len(self._previous)):
+            before, now = self._previous[common], keys[common]
+            if before[0] == now[0] and before[2:] == now[2:]:
+                shared = _common_start(before[1], now[1])
+                # the shared text as its own string: a token the change splits is not counted
+                partial = max(self._text(shared) - 1, 0) if shared else 0
         self.calls += 1
         self._previous = keys
         if first:
             return 0, 0, False
         sizes = [self._count(m) for m in view]
-        total, reused = sum(sizes), sum(sizes[:common])
+        total, whole = sum(sizes), sum(sizes[:common])
         self.tokens += total
-        self.reused += reused
-        return total, reused, appended
+        self.reused += whole + partial
+        self.reused_messages += whole
+        return total, whole + partial, appended
 
     def fill(self, trace: Trace) -> Trace:
         trace.calls, trace.call_tokens, trace.reused_tokens = self.calls, self.tokens, self.reused
+        trace.reused_message_tokens = self.reused_messages
         return trace
+
+
+def _common_start(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 class StepSystem:
@@ -177,7 +208,7 @@ class StepSystem:
     def run(self, session: Session, fraction: float) -> Trace:
         budget = session.budget(fraction)
         memo = MemoCounter(session.count)
-        meter = PrefixMeter(lambda m: memo([m]))
+        meter = PrefixMeter(lambda m: memo([m]), session.count)
         started = time.perf_counter()
         state = self.start(session, budget)
         view: list[BaseMessage] = []

@@ -12,7 +12,8 @@ share of the gold write arguments seen before the cut that the view holds.
 Budgets are the system prompt plus a share of the rest; compression is the
 conversation's tokens over the view's (the system prompt left out of both); prefix
 reuse is the share of each model call's tokens that repeat the previous call's
-leading messages. Systems: bench/step_systems.py. The model-backed summariser runs
+prefix, in tokens (the JSON also holds it counted in whole leading messages).
+Systems: bench/step_systems.py. The model-backed summariser runs
 on the first ``--model-limit`` sessions of each set only (SmolLM2 on a CPU is slow).
 
     python -m bench.trajectories [--swe PATH ...] [--tau PATH] [--datasets swe,tau]
@@ -83,6 +84,7 @@ class Cell:
     view_tokens: int = 0
     call_tokens: int = 0
     reused_tokens: int = 0
+    reused_message_tokens: int = 0
     seconds: float = 0.0
     sessions: int = 0
     notes: Counter[str] = field(default_factory=Counter)
@@ -111,6 +113,7 @@ class Cell:
         self.view_tokens += max(session.tokens_of(trace.view) - session.pinned_tokens, 0)
         self.call_tokens += trace.call_tokens
         self.reused_tokens += trace.reused_tokens
+        self.reused_message_tokens += trace.reused_message_tokens
         self.seconds += trace.seconds
         self.sessions += 1
         self.notes.update(trace.notes)
@@ -151,6 +154,9 @@ class Cell:
             "total": self.total,
             "compression": self.compression,
             "prefix_reuse": self.reuse,
+            "prefix_reuse_whole_messages": (
+                self.reused_message_tokens / self.call_tokens if self.call_tokens else None
+            ),
             "history_tokens": self.history_tokens,
             "view_tokens": self.view_tokens,
             "seconds": self.seconds,

@@ -64,6 +64,20 @@ def clause_weights(
     return weights, heap
 
 
+def value(clauses: Iterable[tuple[int, int]], weights: Weights) -> float:
+    """The information a set of clauses shows: each word's best weight, and its other
+    appearances at the weight of a repeat (as the greedy choice counts them)."""
+    best: dict[str, float] = {}
+    total = 0.0
+    for clause in clauses:
+        for word, weight in weights.get(clause, {}).items():
+            total += weight
+            if weight > best.get(word, 0.0):
+                best[word] = weight
+    top = sum(best.values())
+    return top + REPEAT_WEIGHT * (total - top)
+
+
 def choose(
     lines: Mapping[int, Line],
     weights: Weights,
@@ -91,7 +105,9 @@ class Greedy:
         lines: Mapping[int, Line],
         weights: Weights,
         opening: list[tuple[float, int, int]],
+        covered: Iterable[str] = (),
     ) -> None:
+        """``covered``: words the view shows already (they count as repeats)."""
         self._lines = lines
         self._weights = weights
         self._smallest = min(
@@ -103,10 +119,10 @@ class Greedy:
         self._used: list[int] = []
         self._cost: list[int] = []
         self._picks: list[tuple[int, int]] = []
-        self._covered: list[str] = []
+        self._covered: list[str] = list(dict.fromkeys(covered))
         # (step, heap, picks, covered words, used) at every _SNAPSHOT_EVERY-th step.
         self._saved: list[tuple[int, list[tuple[float, int, int]], int, int, int]] = [
-            (0, list(opening), 0, 0, 0)
+            (0, list(opening), 0, len(self._covered), 0)
         ]
         self._every = max(_SNAPSHOT_EVERY, len(opening) // _SNAPSHOTS)
         self._end_used = 0

@@ -39,14 +39,20 @@ def format_refs(refs: Iterable[int]) -> str:
     return "#" + ",".join(parts)
 
 
-def header(recall_tool: str | None, hidden: int, trimmed: int) -> str:
-    """The memory message's first line: what it is, and how much it leaves out."""
+def header(recall_tool: str | None) -> str:
+    """The memory message's first line: what it is. It stays the same from one fit to
+    the next (a prompt cache keeps serving the block's start)."""
     text = "[Memory] Earlier turns, distilled to facts, oldest first; #n = archived message."
     if recall_tool:
         text += f" Originals word for word: {recall_tool} tool."
-    if hidden or trimmed:
-        text += f" Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
     return text
+
+
+def footer(hidden: int, trimmed: int) -> str:
+    """The memory message's last line: how much it leaves out ("" when nothing)."""
+    if not hidden and not trimmed:
+        return ""
+    return f"Not shown for space: {hidden} facts, parts of {trimmed} more (all archived)."
 
 
 @dataclass(slots=True)
@@ -104,6 +110,10 @@ def _related(previous: Line, line: Line) -> bool:
     return bool(set(previous.refs) & set(line.refs))
 
 
+def shown_clauses(line: Line) -> Sequence[int]:
+    return range(len(line.clauses)) if line.shown is None else line.shown
+
+
 def body(line: Line) -> str:
     picked = line.clauses if line.shown is None else [line.clauses[i] for i in line.shown]
     return "; ".join(picked)
@@ -132,8 +142,11 @@ class RenderCache:
             kept.clear()
 
 
-def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]:
-    """Shown facts as text lines, neighbours that share a prefix or a turn merged."""
+def render(
+    lines: Sequence[Line], cache: RenderCache | None = None, sizes: list[int] | None = None
+) -> list[str]:
+    """Shown facts as text lines, neighbours that share a prefix or a turn merged;
+    ``sizes`` (when given) gets how many facts each text line holds."""
     if cache is None:
         cache = RenderCache()
     runs, related = cache.runs, cache.related
@@ -150,6 +163,8 @@ def render(lines: Sequence[Line], cache: RenderCache | None = None) -> list[str]
             text = old_runs.get(key)
             runs[key] = text = _merged(run) if text is None else text
         rendered.append(text)
+        if sizes is not None:
+            sizes.append(len(run))
         run.clear()
 
     for line in lines:

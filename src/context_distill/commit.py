@@ -348,12 +348,14 @@ class Committer:
         """Store the memory block's room and the facts it let go (the restart view)."""
         retired = thread.memory.take_retired()
         thread.archive.saved_cap = thread.memory.cap
+        thread.archive.saved_pages = pages = thread.memory.pages
         try:
             self._store.set_memory_cap(
                 thread.thread_id,
                 thread.memory.cap,
                 retired=retired,
                 retired_at=thread.archive.last_log_id,
+                pages=pages,
             )
         except StoreError as exc:  # only the restart view depends on it
             logger.warning("thread %s: memory state not saved: %s", thread.thread_id, exc)

@@ -271,7 +271,12 @@ class ContextDistiller:
     @staticmethod
     def _memory_unsaved(thread: ThreadState) -> bool:
         memory = thread.memory
-        return memory.retired_pending or memory.cap != thread.archive.saved_cap
+        archive = thread.archive
+        return (
+            memory.retired_pending
+            or memory.cap != archive.saved_cap
+            or memory.pages != archive.saved_pages
+        )
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:
         from .distillers.extractive import reduce_tool_result

@@ -167,8 +167,10 @@ class Intake:
         )
         archive.inline = inline
         thread.memory.restore([f for f in snapshot.facts if f.distillation_id not in reductions])
+        thread.memory.resume(snapshot.memory_pages, f"thread {thread.thread_id}")
         thread.memory.fit(snapshot.memory_cap)
         archive.saved_cap = snapshot.memory_cap
+        archive.saved_pages = snapshot.memory_pages
         totals = thread.totals
         totals.base_tokens = snapshot.distilled_tokens
         totals.base_messages = len(snapshot.distilled)

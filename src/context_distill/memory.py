@@ -12,25 +12,32 @@ distillation), so between distillations the block stays as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from langchain_core.messages import HumanMessage
 
-from ._memory_choice import Greedy, Weights, clause_weights, search
+from ._memory_choice import Greedy, Weights, clause_weights, search, value
 from ._memory_lines import (
     Line,
     RenderCache,
     count_by_line,
+    footer,
     format_refs,
     header,
     render,
+    shown_clauses,
     vocabulary,
 )
+from ._memory_pages import PAGE_LEAST, PAGE_LOSS, Pages, freeze
 from ._memory_parse import EMPTY, FactParser
 from ._relevance import WordNotes, focus_terms, key, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
 from .store import StoredFact
 from .tokens import TextCounter, count_message
+
+logger = logging.getLogger(__name__)
 
 MEMORY_ID = "context-distill-memory"
 __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
@@ -81,6 +88,9 @@ class MemoryBlock:
         self._changes = 0  # bumped whenever the lines held or their costs change
         self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
         self._fitted_chosen: frozenset[int] | None = None  # its chosen lines (None: all)
+        self._pages: Pages | None = None  # what the last fit showed, kept below
+        self._texts: tuple[str, ...] | None = None  # the body as frozen, while it stands
+        self._paged_for = (0, relevance)  # the focus and relevance the pages were chosen for
 
     @property
     def recall_tool(self) -> str | None:
@@ -225,8 +235,24 @@ class MemoryBlock:
         self._message = None
         self._age()
         self._shown = None
+        self._texts = None
         for line in self._lines.values():
             line.shown = None
+
+    @property
+    def pages(self) -> str | None:
+        """What the block shows as of its last fit, to store (None before any fit)."""
+        return None if self._pages is None else self._pages.to_json()
+
+    def resume(self, stored: str | None, where: str) -> None:
+        """Take back stored pages (a restart): the next fit writes below them. Pages
+        that cannot be read are let go (the next fit chooses anew) with a warning."""
+        try:
+            self._pages = None if stored is None else Pages.from_json(stored)
+            self._paged_for = self._choice_terms()
+        except ValueError as error:
+            logger.warning("%s: %s; the memory block is chosen anew", where, error)
+            self._pages = None
 
     def _age(self) -> None:
         """Renderings and counts of two generations are kept (a fit, the one before):
@@ -272,31 +298,148 @@ class MemoryBlock:
         self._fitted = None
         self._message = None
         self._age()
+        page = None
+        if cap is not None and self._pages is not None and self._paged_for == self._choice_terms():
+            page = self._write_page(cap)
+        self._texts, self._message = None, None
         lines = list(self._lines.values())
         for line in lines:
             line.shown = None
-        self._fitted_chosen = None
         if cap is None:
-            self._shown = None
-            self._fitted = fitted
+            self._shown, self._pages = None, None
+            self._fitted, self._fitted_chosen = fitted, None
             return
         for line in lines:
             self._measure(line)
         total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
-        overhead = self._count(header(self._recall_tool, self.facts, len(lines))) + 8
+        overhead = self._overhead(len(lines))
         if total + overhead <= cap:
             self._shown = None
-            self._fitted = fitted
-            return
-        chosen, rendered = self._search(cap, cap - overhead)
-        self._apply(chosen)
-        if rendered is not None:
-            self._message, self._tokens = rendered
+        else:
+            chosen, rendered = self._search(cap, cap - overhead)
+            self._apply(chosen)
+            if rendered is not None:
+                self._message, self._tokens = rendered
+            self._greedy = None  # its saved states are for this fit's search only
+        # The page keeps the block's start for the prompt cache, unless choosing
+        # everything again (a compaction) shows clearly more.
+        if page is not None and page[0] >= (1 - PAGE_LOSS) * self._value():
+            page[1]()
+        else:
+            self._freeze()
+        shown = frozenset(line.order for line in self._visible())
         for line in lines:
-            line.misses = 0 if line.order in chosen else line.misses + 1
-        self._fitted = fitted
-        self._fitted_chosen = frozenset(chosen)
-        self._greedy = None  # its saved states are for this fit's search only
+            line.misses = 0 if line.order in shown else line.misses + 1
+        self._fitted, self._fitted_chosen = fitted, shown
+
+    def _overhead(self, trimmed: int) -> int:
+        return self._count(header(self._recall_tool)) + self._count(footer(self.facts, trimmed)) + 8
+
+    def _value(self) -> float:
+        weights, _ = self._weights()
+        return value(
+            ((line.order, i) for line in self._visible() for i in shown_clauses(line)), weights
+        )
+
+    def _freeze(self, texts: Sequence[str] = (), sizes: Sequence[int] = ()) -> None:
+        """What the block shows now becomes its pages (``texts`` and ``sizes``: the body
+        rendered so far, when the fit rendered it); the message stays as rendered."""
+        shown = self._visible()
+        if not texts:
+            sizes = []
+            texts = render(shown, self._rendered, sizes)
+        self._pages = freeze(shown, texts, sizes, self._lines, self.cap)
+        self._texts = self._pages.texts
+        self._paged_for = self._choice_terms()
+
+    def _choice_terms(self) -> tuple[int, float]:
+        """What a choice is made for besides the facts: pages written for other terms
+        are chosen anew (a new focus asks for that)."""
+        return self._focus_version, self.relevance
+
+    def _write_page(self, cap: int) -> tuple[float, Callable[[], None]] | None:
+        """A page: the longest start of the pages that leaves room for the facts new
+        since they were written, and below it the most informative of the facts it
+        does not show, within ``cap``. Its value, and how to show it; None when no
+        start leaves that room (a compaction is due)."""
+        pages = self._pages
+        assert pages is not None
+        frozen = pages.lines(self._lines.values())
+        if frozen is None:
+            return None
+        new = [line for line in self._lines.values() if not pages.placed(line) and line.clauses]
+        for line in new:
+            self._measure(line)
+        wanted = PAGE_LEAST * sum(line.prefix_tokens + sum(line.clause_tokens) for line in new)
+        fixed = self._overhead(len(frozen))
+        costs = [self._count(f"{text}\n") for text in pages.texts]
+        keep = len(pages.texts)
+        while new and keep and cap - fixed - sum(costs[:keep]) < wanted:
+            keep -= 1
+        if keep == 0:
+            return None
+        kept = frozen[: sum(pages.sizes[:keep])]
+        texts, sizes = pages.texts[:keep], pages.sizes[:keep]
+        shown_before = {id(line) for line in kept}
+        rest = [
+            line for line in self._lines.values() if line.clauses and id(line) not in shown_before
+        ]
+        for line in rest:
+            self._measure(line)
+        page_sizes: list[int] = []
+
+        def attempt(picked: Mapping[int, Sequence[int]]) -> int:
+            shown = []
+            for line in rest:
+                indexes = picked.get(line.order)
+                line.shown = None
+                if indexes is not None:
+                    if len(indexes) < len(line.clauses):
+                        line.shown = sorted(indexes)
+                    shown.append(line)
+            self._shown = kept + shown
+            page_sizes.clear()
+            self._texts = texts + tuple(render(shown, self._rendered, page_sizes))
+            self._message = None
+            return self.tokens
+
+        best: Mapping[int, Sequence[int]] = {line.order: range(len(line.clauses)) for line in rest}
+        # Nothing new and no more room than they were written for: they stay as they are.
+        same = not new and (pages.cap or 0) >= cap and attempt({}) <= cap
+        if same:
+            best = {}
+        elif attempt(best) > cap:
+            room = cap - attempt({})
+            if room <= 0:
+                return None
+            weights, opening = self._weights()
+            among = {line.order: line for line in rest}
+            heap = [entry for entry in opening if entry[1] in among]
+            heapq.heapify(heap)
+            covered = (
+                word
+                for line in kept
+                for index in shown_clauses(line)
+                for word in weights.get((line.order, index), ())
+            )
+            greedy = Greedy(among, weights, heap, covered)
+
+            def sized(room: int) -> tuple[dict[int, list[int]], int]:
+                picked = greedy.choose(room)
+                return picked, attempt(picked)
+
+            found, found_room = search(cap, room, sized)
+            if found_room is None or attempt(found) > cap:
+                return None
+            best = found
+        worth = float("inf") if same else self._value()
+
+        def show() -> None:
+            pages.lines(kept)
+            attempt(best)
+            self._freeze(self._texts or (), (*sizes, *page_sizes))
+
+        return worth, show
 
     def _search(
         self, cap: int, room: int
@@ -357,10 +500,14 @@ class MemoryBlock:
             return None
         if self._message is None:
             shown = self._visible()
-            rendered = render(shown, self._rendered)
-            body = "\n".join(rendered)
+            rendered = (
+                list(self._texts) if self._texts is not None else render(shown, self._rendered)
+            )
             trimmed = sum(1 for line in shown if line.shown is not None)
-            head = header(self._recall_tool, self.facts - len(shown), trimmed)
+            foot = footer(self.facts - len(shown), trimmed)
+            rendered += [foot] if foot else []
+            body = "\n".join(rendered)
+            head = header(self._recall_tool)
             self._message = HumanMessage(
                 content=f"{head}\n{body}" if body else head,
                 id=MEMORY_ID,

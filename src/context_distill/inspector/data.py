@@ -168,6 +168,7 @@ def memory_now(store: ReadableStore, thread: str) -> dict[str, Any]:
     snapshot = store.load_thread(thread)
     block = MemoryBlock(resolve_counter("o200k_base"))
     block.restore(snapshot.facts)
+    block.resume(snapshot.memory_pages, f"thread {thread}")
     block.fit(snapshot.memory_cap)
     message = block.message()
     text = message.text if message is not None else ""

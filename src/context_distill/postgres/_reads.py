@@ -67,7 +67,10 @@ class PostgresReader:
                 (tid,),
             )
             fact_rows = cur.fetchall()
-            cur.execute(q("SELECT anchor, memory_cap FROM {threads} WHERE thread_id = %s"), (tid,))
+            cur.execute(
+                q("SELECT anchor, memory_cap, memory_pages FROM {threads} WHERE thread_id = %s"),
+                (tid,),
+            )
             thread = cur.fetchone()
             cur.execute(
                 q(
@@ -90,6 +93,7 @@ class PostgresReader:
             facts=tuple(stored_fact(row) for row in fact_rows),
             anchor=dec(thread[0]) if thread else None,
             memory_cap=int(thread[1]) if thread and thread[1] is not None else None,
+            memory_pages=dec(thread[2]) if thread and thread[2] is not None else None,
             last_distillation_id=int(counts[2] or 0),
             distilled_tokens=sum(int(row[2]) for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),

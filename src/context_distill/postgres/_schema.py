@@ -17,7 +17,7 @@ from psycopg import Cursor, sql
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -103,8 +103,14 @@ def _v1(cur: Cursor[tuple[object, ...]], n: Names) -> None:
         cur.execute(n.q(statement))
 
 
+def _v2(cur: Cursor[tuple[object, ...]], n: Names) -> None:
+    """``memory_pages``: what the memory block shows, so that a restart keeps it."""
+    cur.execute(n.q("ALTER TABLE {threads} ADD COLUMN IF NOT EXISTS memory_pages text"))
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[Cursor[tuple[object, ...]], Names], None]], ...] = (
     (1, _v1),
+    (2, _v2),
 )
 
 

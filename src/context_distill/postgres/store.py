@@ -191,6 +191,7 @@ class PostgresMemoryStore(PostgresWriter, PostgresReader, ThreadedAsync):
         *,
         retired: Sequence[int] = (),
         retired_at: int = 0,
+        pages: str | None = None,
     ) -> None:
         """Remember the memory block's room and the facts it let go, so a restart
         shows the same view."""
@@ -200,7 +201,10 @@ class PostgresMemoryStore(PostgresWriter, PostgresReader, ThreadedAsync):
         q = self._n.q
 
         def body(cur: Cur, _attempt: int) -> None:
-            cur.execute(q("UPDATE {threads} SET memory_cap = %s WHERE thread_id = %s"), (cap, tid))
+            cur.execute(
+                q("UPDATE {threads} SET memory_cap = %s, memory_pages = %s WHERE thread_id = %s"),
+                (cap, None if pages is None else enc(pages), tid),
+            )
             if gone:
                 cur.execute(
                     q(

@@ -94,7 +94,8 @@ class SQLiteReader:
                     (thread_id,),
                 ).fetchall()
                 thread = conn.execute(
-                    "SELECT anchor, memory_cap FROM threads WHERE thread_id = ?", (thread_id,)
+                    "SELECT anchor, memory_cap, memory_pages FROM threads WHERE thread_id = ?",
+                    (thread_id,),
                 ).fetchone()
                 counts = conn.execute(
                     "SELECT SUM(outcome = 'ok'), SUM(outcome NOT IN ('ok', 'reduced')), "
@@ -118,6 +119,7 @@ class SQLiteReader:
             facts=tuple(_stored_fact(row) for row in fact_rows),
             anchor=thread[0] if thread else None,
             memory_cap=thread[1] if thread else None,
+            memory_pages=thread[2] if thread else None,
             last_distillation_id=int(counts[2] or 0),
             distilled_tokens=sum(row[2] for row in states if row[1] == DISTILLED),
             distillations=int(counts[0] or 0),

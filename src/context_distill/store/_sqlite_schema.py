@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -105,11 +105,20 @@ def _v4(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE facts ADD COLUMN retired_at INTEGER")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """``threads.memory_pages``: what the memory block shows, so that a restart keeps
+    the same block (and its pages below which the next facts go)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(threads)").fetchall()}
+    if "memory_pages" not in columns:
+        db.execute("ALTER TABLE threads ADD COLUMN memory_pages TEXT")
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4),
+    (5, _v5),
 )
 
 

@@ -62,9 +62,15 @@ class ThreadedAsync:
         *,
         retired: Sequence[int] = (),
         retired_at: int = 0,
+        pages: str | None = None,
     ) -> None:
         await asyncio.to_thread(
-            self.set_memory_cap, thread_id, cap, retired=retired, retired_at=retired_at
+            self.set_memory_cap,
+            thread_id,
+            cap,
+            retired=retired,
+            retired_at=retired_at,
+            pages=pages,
         )
 
     async def arecord_failure(self: SyncMemoryStore, thread_id: str, log: DistillationLog) -> int:

@@ -67,9 +67,11 @@ class SyncMemoryStore(Protocol):
         *,
         retired: Sequence[int] = (),
         retired_at: int = 0,
+        pages: str | None = None,
     ) -> None:
-        """Remember the memory block's room, and the facts (by id) it stopped holding
-        after distillation ``retired_at``, so a restart shows the same view."""
+        """Remember the memory block's room, the facts (by id) it stopped holding
+        after distillation ``retired_at``, and what it shows (``pages``, opaque text),
+        so a restart shows the same view."""
         ...
 
     def record_failure(self, thread_id: str, log: DistillationLog) -> int:
@@ -163,6 +165,7 @@ class MemoryStore(SyncMemoryStore, Protocol):
         *,
         retired: Sequence[int] = (),
         retired_at: int = 0,
+        pages: str | None = None,
     ) -> None: ...
 
     async def arecord_failure(self, thread_id: str, log: DistillationLog) -> int: ...

@@ -107,6 +107,7 @@ class ThreadSnapshot:
     # Every archived message of the thread by id: what the caller's history is
     # reconciled against, so a cold process re-counts and re-archives nothing it holds.
     transcript: Mapping[str, ArchivedMessage] = field(default_factory=dict)
+    memory_pages: str | None = None  # what the memory block showed (MemoryBlock.pages)
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,6 +329,7 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
         *,
         retired: Sequence[int] = (),
         retired_at: int = 0,
+        pages: str | None = None,
     ) -> None:
         """Remember the memory block's room and the facts it let go, so a restart
         shows the same view."""
@@ -337,7 +338,10 @@ class SQLiteMemoryStore(SQLiteReader, ThreadedAsync):
 
         def body() -> None:
             conn = self._conn
-            conn.execute("UPDATE threads SET memory_cap = ? WHERE thread_id = ?", (cap, thread_id))
+            conn.execute(
+                "UPDATE threads SET memory_cap = ?, memory_pages = ? WHERE thread_id = ?",
+                (cap, pages, thread_id),
+            )
             for start in range(0, len(retired), 500):
                 chunk = retired[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
