@@ -11,11 +11,14 @@ than its room, so that the next few pages fit below it.
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from ._memory_lines import Line
+from ._memory_choice import Greedy, Weights, search
+from ._memory_lines import Line, RenderCache, render, shown_clauses
+from .tokens import TextCounter
 
 # A page keeps the longest start of the pages before it that leaves it room for this
 # share of its new facts' tokens.
@@ -101,3 +104,103 @@ def freeze(
         upto=max((line.fact_ids[-1] for line in held.values() if line.fact_ids), default=-1),
         cap=cap,
     )
+
+
+@dataclass(slots=True)
+class Page:
+    """A page chosen (and shown by :func:`write_page`): the start of the pages kept,
+    the lines below it, and the whole body as rendered."""
+
+    same: bool  # nothing new and no more room: the pages stay as they were
+    texts: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = ()
+    apply: Callable[[], None] = field(default=lambda: None)
+
+
+def write_page(
+    pages: Pages,
+    held: Mapping[int, Line],
+    cap: int,
+    fixed: int,
+    count: TextCounter,
+    measure: Callable[[Line], None],
+    weights_of: Callable[[], tuple[Weights, list[tuple[float, int, int]]]],
+    display: Callable[[list[Line], tuple[str, ...]], int],
+    cache: RenderCache,
+) -> Page | None:
+    """The longest start of ``pages`` that leaves room for the facts new since they
+    were written, and below it the most informative of the facts it does not show,
+    within ``cap``; shown through ``display`` (the lines shown and the body; it
+    returns the message's tokens). None when no start leaves that room or nothing
+    fits (a compaction is due). ``fixed``: tokens of the header and footer, about."""
+    frozen = pages.lines(held.values())
+    if frozen is None:
+        return None
+    new = [line for line in held.values() if not pages.placed(line) and line.clauses]
+    for line in new:
+        measure(line)
+    wanted = PAGE_LEAST * sum(line.prefix_tokens + sum(line.clause_tokens) for line in new)
+    costs = [count(f"{text}\n") for text in pages.texts]
+    keep = len(pages.texts)
+    while new and keep and cap - fixed - sum(costs[:keep]) < wanted:
+        keep -= 1
+    if keep == 0:
+        return None
+    kept = frozen[: sum(pages.sizes[:keep])]
+    texts, sizes = pages.texts[:keep], pages.sizes[:keep]
+    shown_before = {id(line) for line in kept}
+    rest = [line for line in held.values() if line.clauses and id(line) not in shown_before]
+    for line in rest:
+        measure(line)
+    page = Page(same=False)
+
+    def attempt(picked: Mapping[int, Sequence[int]]) -> int:
+        shown = []
+        for line in rest:
+            indexes = picked.get(line.order)
+            line.shown = None
+            if indexes is not None:
+                if len(indexes) < len(line.clauses):
+                    line.shown = sorted(indexes)
+                shown.append(line)
+        page_sizes: list[int] = []
+        page.texts = texts + tuple(render(shown, cache, page_sizes))
+        page.sizes = (*sizes, *page_sizes)
+        return display(kept + shown, page.texts)
+
+    best: Mapping[int, Sequence[int]] = {line.order: range(len(line.clauses)) for line in rest}
+    # Nothing new and no more room than they were written for: they stay as they are.
+    page.same = not new and (pages.cap or 0) >= cap and attempt({}) <= cap
+    if page.same:
+        best = {}
+    elif attempt(best) > cap:
+        room = cap - attempt({})
+        if room <= 0:
+            return None
+        weights, opening = weights_of()
+        among = {line.order: line for line in rest}
+        heap = [entry for entry in opening if entry[1] in among]
+        heapq.heapify(heap)
+        covered = (
+            word
+            for line in kept
+            for index in shown_clauses(line)
+            for word in weights.get((line.order, index), ())
+        )
+        greedy = Greedy(among, weights, heap, covered)
+
+        def sized(room: int) -> tuple[dict[int, list[int]], int]:
+            picked = greedy.choose(room)
+            return picked, attempt(picked)
+
+        found, found_room = search(cap, room, sized)
+        if found_room is None or attempt(found) > cap:
+            return None
+        best = found
+
+    def apply() -> None:
+        pages.lines(kept)
+        attempt(best)
+
+    page.apply = apply
+    return page

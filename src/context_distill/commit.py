@@ -348,7 +348,8 @@ class Committer:
         """Store the memory block's room and the facts it let go (the restart view)."""
         retired = thread.memory.take_retired()
         thread.archive.saved_cap = thread.memory.cap
-        thread.archive.saved_pages = pages = thread.memory.pages
+        thread.archive.saved_pages = thread.memory.pages_written
+        pages = thread.memory.pages
         try:
             self._store.set_memory_cap(
                 thread.thread_id,

@@ -275,7 +275,7 @@ class ContextDistiller:
         return (
             memory.retired_pending
             or memory.cap != archive.saved_cap
-            or memory.pages != archive.saved_pages
+            or memory.pages_written != archive.saved_pages
         )
 
     def _reduce(self, message: ToolMessage, message_id: str, tokens: int) -> ToolMessage | None:

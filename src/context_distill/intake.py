@@ -170,7 +170,8 @@ class Intake:
         thread.memory.resume(snapshot.memory_pages, f"thread {thread.thread_id}")
         thread.memory.fit(snapshot.memory_cap)
         archive.saved_cap = snapshot.memory_cap
-        archive.saved_pages = snapshot.memory_pages
+        if thread.memory.pages == snapshot.memory_pages:
+            archive.saved_pages = thread.memory.pages_written
         totals = thread.totals
         totals.base_tokens = snapshot.distilled_tokens
         totals.base_messages = len(snapshot.distilled)

@@ -12,13 +12,13 @@ distillation), so between distillations the block stays as it was.
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from langchain_core.messages import HumanMessage
 
 from ._memory_choice import Greedy, Weights, clause_weights, search, value
+from ._memory_held import HeldFacts
 from ._memory_lines import (
     Line,
     RenderCache,
@@ -28,13 +28,10 @@ from ._memory_lines import (
     header,
     render,
     shown_clauses,
-    vocabulary,
 )
-from ._memory_pages import PAGE_LEAST, PAGE_LOSS, Pages, freeze
-from ._memory_parse import EMPTY, FactParser
-from ._relevance import WordNotes, focus_terms, key, rarity
+from ._memory_pages import PAGE_LOSS, Page, Pages, freeze, write_page
+from ._relevance import focus_terms, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
-from .store import StoredFact
 from .tokens import TextCounter, count_message
 
 logger = logging.getLogger(__name__)
@@ -49,7 +46,7 @@ _HOLD = 512
 _RETIRE_AFTER = 3
 
 
-class MemoryBlock:
+class MemoryBlock(HeldFacts):
     """The facts of one thread and the message that shows them.
 
     Only facts that may still be shown are held here: past a bound, a fact left out
@@ -60,19 +57,13 @@ class MemoryBlock:
     def __init__(
         self, counter: TextCounter, *, recall_tool: str | None = None, relevance: float = 0.0
     ) -> None:
+        super().__init__(counter)
         self._count = counter
         self.relevance = relevance  # how much more a clause naming the focus is worth, at most
         self._recall_tool = recall_tool
-        self._lines: dict[int, Line] = {}  # by order of arrival
-        self._next = 0
-        self._retired = 0
-        self._by_key: dict[str, Line] = {}
         self._shown: list[Line] | None = None  # None: all lines shown
         self._message: HumanMessage | None = None
         self._tokens = 0
-        self._df: dict[str, int] = {}  # in how many held facts each word occurs
-        self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
-        self._parser = FactParser(counter)
         self._weights_cache: Weights = {}
         self._heap_cache: list[tuple[float, int, int]] = []
         self._greedy: Greedy | None = None  # the choice for the cached weights
@@ -83,14 +74,13 @@ class MemoryBlock:
         self._line_counts: dict[str, int] = {}
         self._counted_before: dict[str, int] = {}
         self._rendered = RenderCache()  # emptied when a fact's text or sources change
-        self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self.cap: int | None = None
-        self._changes = 0  # bumped whenever the lines held or their costs change
         self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
         self._fitted_chosen: frozenset[int] | None = None  # its chosen lines (None: all)
         self._pages: Pages | None = None  # what the last fit showed, kept below
         self._texts: tuple[str, ...] | None = None  # the body as frozen, while it stands
         self._paged_for = (0, relevance)  # the focus and relevance the pages were chosen for
+        self.pages_written = 0  # bumped whenever the pages change (the owner stores them)
 
     @property
     def recall_tool(self) -> str | None:
@@ -104,13 +94,6 @@ class MemoryBlock:
             self._message = None
             self._changes += 1
 
-    def __len__(self) -> int:
-        return len(self._lines) + self._retired
-
-    @property
-    def facts(self) -> int:
-        return len(self._lines) + self._retired
-
     @property
     def hidden(self) -> int:
         """Facts the view does not show at all."""
@@ -120,73 +103,6 @@ class MemoryBlock:
         if self._shown is not None:
             return self._shown
         return [line for line in self._lines.values() if line.clauses]
-
-    def restore(self, facts: Sequence[StoredFact]) -> None:
-        """Take in a thread's stored facts as its distillations added them, letting go
-        of each fact where the block let it go before: the same lines as then."""
-        by_distillation: dict[int, list[StoredFact]] = {}
-        for fact in facts:
-            by_distillation.setdefault(fact.distillation_id, []).append(fact)
-        let_go: dict[int, set[int]] = {}
-        for fact in facts:
-            if fact.retired_at is not None:
-                let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
-        doomed = frozenset(i for ids in let_go.values() for i in ids)
-        notes: WordNotes = {}  # the words of all these facts, each spelling read once
-        for distillation in sorted(by_distillation):
-            self._add(by_distillation[distillation], doomed, notes)
-            gone = let_go.get(distillation)
-            if gone:
-                for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
-                    self._retire(line)
-        self._newly_retired.clear()
-        self._invalidate()
-
-    @property
-    def retired_pending(self) -> bool:
-        return bool(self._newly_retired)
-
-    def take_retired(self) -> list[int]:
-        """Fact ids the block let go since the last call (for the store to remember)."""
-        retired, self._newly_retired = self._newly_retired, []
-        return retired
-
-    def add(self, facts: Sequence[StoredFact], *, doomed: frozenset[int] = frozenset()) -> None:
-        """Take in newly stored facts; a repeated fact joins the line it repeats.
-
-        A line opened by a fact in ``doomed`` is let go before anyone looks at it
-        (a restore): it keeps its place and its key but is not taken apart.
-        """
-        self._add(facts, doomed, {})
-
-    def _add(self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes) -> None:
-        for fact in facts:
-            fact_key = key(fact.text)
-            line = self._by_key.get(fact_key)
-            if line is not None:
-                line.refs = sorted(set(line.refs) | set(fact.refs))
-                self._rendered.clear()
-                line.fact_ids.append(fact.fact_id)
-                line.prefix_tokens = 0
-                self._weights_for = (-1, -1, -1)  # its cost changed
-                continue
-            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text, notes)
-            line = Line(
-                text=fact.text,
-                refs=sorted(set(fact.refs)),
-                order=self._next,
-                prefix=parsed.prefix,
-                clauses=parsed.clauses,
-                clause_tokens=list(parsed.clause_tokens),
-                words=parsed.words,
-                fact_ids=[fact.fact_id],
-            )
-            self._next += 1
-            for word in vocabulary(line):
-                self._df[word] = self._df.get(word, 0) + 1
-            self._lines[line.order] = line
-            self._by_key[fact_key] = line
-        self._invalidate()
 
     def focus(self, texts: Iterable[str] | str | None) -> None:
         """What the rest of the view shows (the task, the latest human turn, the recent
@@ -206,28 +122,9 @@ class MemoryBlock:
             self._focus = terms
             self._focus_version += 1
 
-    def _retire(self, line: Line) -> None:
-        """Stop holding a fact the fits keep leaving out; the archive keeps it."""
-        del self._lines[line.order]
-        self._changes += 1
-        self._by_key.pop(key(line.text), None)
-        self._newly_retired.extend(line.fact_ids)
-        for word in vocabulary(line):
-            left = self._df.get(word, 0) - 1
-            if left > 0:
-                self._df[word] = left
-            else:
-                self._df.pop(word, None)
-                self._idlike.pop(word, None)
-        self._retired += 1
-
-    def fact_tokens(self, text: str) -> int:
-        """Tokens of a fact's text, counted ahead of time when it was prepared."""
-        return self._parser.tokens(text)
-
-    def prepare(self, texts: Iterable[str]) -> None:
-        """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
-        self._parser.prepare(texts)
+    def _joined(self) -> None:
+        self._rendered.clear()  # a line's sources changed: its rendering and cost too
+        self._weights_for = (-1, -1, -1)
 
     def _invalidate(self) -> None:
         """New facts: everything shows until the owner fits the block again."""
@@ -301,6 +198,12 @@ class MemoryBlock:
         page = None
         if cap is not None and self._pages is not None and self._paged_for == self._choice_terms():
             page = self._write_page(cap)
+        if page is not None and page.same:  # nothing new: the pages stay as they are
+            self._freeze(page.texts, page.sizes)
+            self._count_misses()
+            self._fitted = fitted
+            return
+        worth = None if page is None else self._value()
         self._texts, self._message = None, None
         lines = list(self._lines.values())
         for line in lines:
@@ -323,14 +226,20 @@ class MemoryBlock:
             self._greedy = None  # its saved states are for this fit's search only
         # The page keeps the block's start for the prompt cache, unless choosing
         # everything again (a compaction) shows clearly more.
-        if page is not None and page[0] >= (1 - PAGE_LOSS) * self._value():
-            page[1]()
+        if page is not None and worth is not None and worth >= (1 - PAGE_LOSS) * self._value():
+            page.apply()
+            self._freeze(page.texts, page.sizes)
         else:
             self._freeze()
+        self._count_misses()
+        self._fitted = fitted
+
+    def _count_misses(self) -> None:
+        """Lines the fit left out miss once more; the shown ones start again."""
         shown = frozenset(line.order for line in self._visible())
-        for line in lines:
+        for line in self._lines.values():
             line.misses = 0 if line.order in shown else line.misses + 1
-        self._fitted, self._fitted_chosen = fitted, shown
+        self._fitted_chosen = shown
 
     def _overhead(self, trimmed: int) -> int:
         return self._count(header(self._recall_tool)) + self._count(footer(self.facts, trimmed)) + 8
@@ -349,6 +258,7 @@ class MemoryBlock:
             sizes = []
             texts = render(shown, self._rendered, sizes)
         self._pages = freeze(shown, texts, sizes, self._lines, self.cap)
+        self.pages_written += 1
         self._texts = self._pages.texts
         self._paged_for = self._choice_terms()
 
@@ -357,89 +267,26 @@ class MemoryBlock:
         are chosen anew (a new focus asks for that)."""
         return self._focus_version, self.relevance
 
-    def _write_page(self, cap: int) -> tuple[float, Callable[[], None]] | None:
-        """A page: the longest start of the pages that leaves room for the facts new
-        since they were written, and below it the most informative of the facts it
-        does not show, within ``cap``. Its value, and how to show it; None when no
-        start leaves that room (a compaction is due)."""
-        pages = self._pages
-        assert pages is not None
-        frozen = pages.lines(self._lines.values())
-        if frozen is None:
-            return None
-        new = [line for line in self._lines.values() if not pages.placed(line) and line.clauses]
-        for line in new:
-            self._measure(line)
-        wanted = PAGE_LEAST * sum(line.prefix_tokens + sum(line.clause_tokens) for line in new)
-        fixed = self._overhead(len(frozen))
-        costs = [self._count(f"{text}\n") for text in pages.texts]
-        keep = len(pages.texts)
-        while new and keep and cap - fixed - sum(costs[:keep]) < wanted:
-            keep -= 1
-        if keep == 0:
-            return None
-        kept = frozen[: sum(pages.sizes[:keep])]
-        texts, sizes = pages.texts[:keep], pages.sizes[:keep]
-        shown_before = {id(line) for line in kept}
-        rest = [
-            line for line in self._lines.values() if line.clauses and id(line) not in shown_before
-        ]
-        for line in rest:
-            self._measure(line)
-        page_sizes: list[int] = []
+    def _write_page(self, cap: int) -> Page | None:
+        """A page within ``cap`` (:func:`._memory_pages.write_page`), shown; None when
+        a compaction is due."""
+        assert self._pages is not None
 
-        def attempt(picked: Mapping[int, Sequence[int]]) -> int:
-            shown = []
-            for line in rest:
-                indexes = picked.get(line.order)
-                line.shown = None
-                if indexes is not None:
-                    if len(indexes) < len(line.clauses):
-                        line.shown = sorted(indexes)
-                    shown.append(line)
-            self._shown = kept + shown
-            page_sizes.clear()
-            self._texts = texts + tuple(render(shown, self._rendered, page_sizes))
-            self._message = None
+        def display(shown: list[Line], texts: tuple[str, ...]) -> int:
+            self._shown, self._texts, self._message = shown, texts, None
             return self.tokens
 
-        best: Mapping[int, Sequence[int]] = {line.order: range(len(line.clauses)) for line in rest}
-        # Nothing new and no more room than they were written for: they stay as they are.
-        same = not new and (pages.cap or 0) >= cap and attempt({}) <= cap
-        if same:
-            best = {}
-        elif attempt(best) > cap:
-            room = cap - attempt({})
-            if room <= 0:
-                return None
-            weights, opening = self._weights()
-            among = {line.order: line for line in rest}
-            heap = [entry for entry in opening if entry[1] in among]
-            heapq.heapify(heap)
-            covered = (
-                word
-                for line in kept
-                for index in shown_clauses(line)
-                for word in weights.get((line.order, index), ())
-            )
-            greedy = Greedy(among, weights, heap, covered)
-
-            def sized(room: int) -> tuple[dict[int, list[int]], int]:
-                picked = greedy.choose(room)
-                return picked, attempt(picked)
-
-            found, found_room = search(cap, room, sized)
-            if found_room is None or attempt(found) > cap:
-                return None
-            best = found
-        worth = float("inf") if same else self._value()
-
-        def show() -> None:
-            pages.lines(kept)
-            attempt(best)
-            self._freeze(self._texts or (), (*sizes, *page_sizes))
-
-        return worth, show
+        return write_page(
+            self._pages,
+            self._lines,
+            cap,
+            self._overhead(len(self._pages.shown)),
+            self._count,
+            self._measure,
+            self._weights,
+            display,
+            self._rendered,
+        )
 
     def _search(
         self, cap: int, room: int
@@ -540,8 +387,3 @@ class MemoryBlock:
             else:
                 out.append((label, "whole" if line.shown is None else "part"))
         return out
-
-    @property
-    def retired(self) -> int:
-        """Facts the block let go (still archived and searchable)."""
-        return self._retired

@@ -70,7 +70,7 @@ class Archive:
     anchor: datetime | None = None  # conversation date where distillation stopped
     anchor_ready: bool = False
     saved_cap: int | None = None  # the memory cap the store holds
-    saved_pages: str | None = None  # the memory pages the store holds
+    saved_pages: int = 0  # MemoryBlock.pages_written as of the pages the store holds
     inline: dict[str, Inline] = field(default_factory=dict)  # reduced results still shown
     unreducible: set[str] = field(default_factory=set)  # results whose facts saved nothing
 

@@ -1,0 +1,137 @@
+"""The facts a memory block holds: arrival, repeats joining their line, retirement.
+
+What the block shows of them is memory.py's business; this keeps the lines and the
+word counts the choice weighs them by, and which facts it let go (for the store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ._memory_lines import Line, vocabulary
+from ._memory_parse import EMPTY, FactParser
+from ._relevance import WordNotes, key
+from .store import StoredFact
+from .tokens import TextCounter
+
+
+class HeldFacts:
+    """A thread's held fact lines, oldest first, and the words they use."""
+
+    def __init__(self, counter: TextCounter) -> None:
+        self._lines: dict[int, Line] = {}  # by order of arrival
+        self._next = 0
+        self._retired = 0
+        self._by_key: dict[str, Line] = {}
+        self._df: dict[str, int] = {}  # in how many held facts each word occurs
+        self._idlike: dict[str, bool] = {}  # words known to be identifiers, or not
+        self._parser = FactParser(counter)
+        self._newly_retired: list[int] = []  # fact ids let go since take_retired()
+        self._changes = 0  # bumped whenever the lines held or their costs change
+
+    def _joined(self) -> None:
+        """A repeated fact joined a held line (its sources changed)."""
+
+    def _invalidate(self) -> None:
+        """New facts were taken in."""
+
+    def __len__(self) -> int:
+        return len(self._lines) + self._retired
+
+    @property
+    def facts(self) -> int:
+        return len(self._lines) + self._retired
+
+    def restore(self, facts: Sequence[StoredFact]) -> None:
+        """Take in a thread's stored facts as its distillations added them, letting go
+        of each fact where the block let it go before: the same lines as then."""
+        by_distillation: dict[int, list[StoredFact]] = {}
+        for fact in facts:
+            by_distillation.setdefault(fact.distillation_id, []).append(fact)
+        let_go: dict[int, set[int]] = {}
+        for fact in facts:
+            if fact.retired_at is not None:
+                let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
+        doomed = frozenset(i for ids in let_go.values() for i in ids)
+        notes: WordNotes = {}  # the words of all these facts, each spelling read once
+        for distillation in sorted(by_distillation):
+            self._add(by_distillation[distillation], doomed, notes)
+            gone = let_go.get(distillation)
+            if gone:
+                for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
+                    self._retire(line)
+        self._newly_retired.clear()
+        self._invalidate()
+
+    @property
+    def retired_pending(self) -> bool:
+        return bool(self._newly_retired)
+
+    def take_retired(self) -> list[int]:
+        """Fact ids the block let go since the last call (for the store to remember)."""
+        retired, self._newly_retired = self._newly_retired, []
+        return retired
+
+    def add(self, facts: Sequence[StoredFact], *, doomed: frozenset[int] = frozenset()) -> None:
+        """Take in newly stored facts; a repeated fact joins the line it repeats.
+
+        A line opened by a fact in ``doomed`` is let go before anyone looks at it
+        (a restore): it keeps its place and its key but is not taken apart.
+        """
+        self._add(facts, doomed, {})
+
+    def _add(self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes) -> None:
+        for fact in facts:
+            fact_key = key(fact.text)
+            line = self._by_key.get(fact_key)
+            if line is not None:
+                line.refs = sorted(set(line.refs) | set(fact.refs))
+                line.fact_ids.append(fact.fact_id)
+                line.prefix_tokens = 0
+                self._joined()
+                continue
+            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text, notes)
+            line = Line(
+                text=fact.text,
+                refs=sorted(set(fact.refs)),
+                order=self._next,
+                prefix=parsed.prefix,
+                clauses=parsed.clauses,
+                clause_tokens=list(parsed.clause_tokens),
+                words=parsed.words,
+                fact_ids=[fact.fact_id],
+            )
+            self._next += 1
+            for word in vocabulary(line):
+                self._df[word] = self._df.get(word, 0) + 1
+            self._lines[line.order] = line
+            self._by_key[fact_key] = line
+        self._invalidate()
+
+    def _retire(self, line: Line) -> None:
+        """Stop holding a fact the fits keep leaving out; the archive keeps it."""
+        del self._lines[line.order]
+        self._changes += 1
+        self._by_key.pop(key(line.text), None)
+        self._newly_retired.extend(line.fact_ids)
+        for word in vocabulary(line):
+            left = self._df.get(word, 0) - 1
+            if left > 0:
+                self._df[word] = left
+            else:
+                self._df.pop(word, None)
+                self._idlike.pop(word, None)
+        self._retired += 1
+
+    def fact_tokens(self, text: str) -> int:
+        """Tokens of a fact's text, counted ahead of time when it was prepared."""
+        return self._parser.tokens(text)
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Parse facts ahead of :meth:`add` (from any thread), so adding them is cheap."""
+        self._parser.prepare(texts)
+
+    @property
+    def retired(self) -> int:
+        """Facts the block let go (still archived and searchable)."""
+        return self._retired
