@@ -69,7 +69,13 @@ def test_pages_survive_a_round_trip_and_a_restart() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["{", "[]", '{"texts": ["a"], "sizes": [2], "shown": [[0, null]], "upto": 1, "cap": 5}']
+    "bad",
+    [
+        "{",
+        "[]",
+        '{"texts": ["a"], "sizes": [1], "shown": [[0, []]], "upto": 1, "cap": 5}',
+        '{"texts": ["a"], "sizes": [2], "shown": [[0, null]], "upto": 1, "cap": 5}',
+    ],
 )
 def test_unreadable_pages_are_let_go_with_a_warning(
     bad: str, caplog: pytest.LogCaptureFixture

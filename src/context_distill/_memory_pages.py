@@ -4,9 +4,9 @@ A provider's prompt cache serves the longest prefix a call shares with the one
 before. Re-choosing every fact at each distillation rewrites the block from its
 first line, so every token after the system prompt is paid again. Instead a fit
 writes the newly distilled facts below what the block already shows (a page),
-choosing among them for the room left; only when the room left would show too
-little of them is the whole block chosen again (a compaction), and then to less
-than its room, so that the next few pages fit below it.
+keeping the longest start that leaves them room and filling the room below it.
+The whole block is chosen again (a compaction) only when no start leaves that room,
+or when a new choice would show clearly more (``PAGE_LOSS``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ class Pages:
             cap = None if data["cap"] is None else int(data["cap"])
             if len(sizes) != len(texts) or sum(sizes) != len(shown):
                 raise ValueError("texts, sizes and shown lines do not agree")
+            if any(c is not None and not c for _, c in shown):
+                raise ValueError("a shown line shows no clause")
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"stored memory pages are malformed: {error}") from error
         return cls(texts, sizes, shown, upto, cap)

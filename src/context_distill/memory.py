@@ -7,7 +7,8 @@ line with their prefix written once. When the facts outgrow their share of the
 budget, the block shows the ones that add the most per token to the rest of the
 view (:mod:`._relevance`) and says how many more the archive holds; nothing is
 deleted. The choice is made only when the owner fits the block (at a
-distillation), so between distillations the block stays as it was.
+distillation), so between distillations the block stays as it was; and a fit
+writes new facts below what the block shows, keeping its start (:mod:`._memory_pages`).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class MemoryBlock(HeldFacts):
             self._count_misses()
             self._fitted = fitted
             return
-        worth = None if page is None else self._value()
+        worth = 0.0 if page is None else self._value()
         self._texts, self._message = None, None
         lines = list(self._lines.values())
         for line in lines:
@@ -226,7 +227,7 @@ class MemoryBlock(HeldFacts):
             self._greedy = None  # its saved states are for this fit's search only
         # The page keeps the block's start for the prompt cache, unless choosing
         # everything again (a compaction) shows clearly more.
-        if page is not None and worth is not None and worth >= (1 - PAGE_LOSS) * self._value():
+        if page is not None and worth >= (1 - PAGE_LOSS) * self._value():
             page.apply()
             self._freeze(page.texts, page.sizes)
         else:
