@@ -325,6 +325,8 @@ class MemoryBlock(HeldFacts):
         """Each clause's weighted words and the opening heap; kept until facts change."""
         version = (self._next, self._retired, self._focus_version)
         if self._weights_for != version:
+            for line in self._lines.values():
+                self._measure(line)  # the heap weighs clauses by their cost
             self._weights_cache, self._heap_cache = clause_weights(
                 self._lines.values(),
                 rarity(self._df, len(self._lines), self._idlike),
