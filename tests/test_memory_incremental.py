@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from context_distill import _relevance
 from context_distill._memory_choice import REPEAT_WEIGHT, Greedy, Weights, clause_weights
-from context_distill._memory_lines import Line, RenderCache, render
+from context_distill._memory_lines import Line, Recent, RenderCache, render
 from context_distill._relevance import base_words, content_free, rarity, words_in
 from context_distill.memory import MemoryBlock
 from context_distill.store import StoredFact
-from context_distill.tokens import encoding_counter
+from context_distill.tokens import count_message, encoding_counter
 
 COUNT = encoding_counter("o200k_base")
 
@@ -151,6 +151,35 @@ def test_fits_made_with_every_shortcut_show_what_plain_fits_show(
         plain.fit(cap)
         message = plain.message()
         assert (None if message is None else str(message.content), plain.tokens) == expected
+
+
+def test_counts_kept_between_fits_are_the_counts_of_the_message_shown() -> None:
+    memory = MemoryBlock(COUNT)
+    first = 0
+    for cap in [120, 90, 200, 60, 150, 80]:
+        batch = facts(6, first)
+        memory.add(stored(batch, first))
+        first += len(batch)
+        memory.fit(cap)
+        message = memory.message()
+        assert message is not None
+        assert memory.tokens == count_message(message, COUNT)
+    assert 0 < len(memory._counted) <= 2 * 1024 + 2
+
+
+def test_a_recent_map_keeps_what_is_used_and_stays_bounded() -> None:
+    recent: Recent[str, int] = Recent(most=3)
+    for i in range(3):
+        recent.put(f"k{i}", i)
+    recent.put("k3", 3)  # the newer half is full: it becomes the older one
+    assert recent.get("k0") == 0  # found in the older half, moved to the newer
+    for i in range(4, 8):
+        recent.put(f"k{i}", i)
+    assert len(recent) <= 2 * 3 + 2
+    assert recent.get("k1") is None  # not used since two halves ago: let go
+    assert recent.get("k7") == 7
+    recent.clear()
+    assert recent.get("k7") is None and len(recent) == 0
 
 
 def test_a_repeated_fit_still_counts_misses() -> None:

@@ -50,8 +50,10 @@ def clause_weights(
             else:
                 # Words the rest of the view shows are worth less in a fact; with
                 # ``relevance``, a clause that names them is worth more.
-                shared = sum(focus.get(word, 0.0) for word, _ in base)
-                boost = recency * (1.0 + relevance * min(1.0, shared / FOCUS_FULL))
+                boost = recency
+                if relevance:
+                    shared = sum(focus.get(word, 0.0) for word, _ in base)
+                    boost = recency * (1.0 + relevance * min(1.0, shared / FOCUS_FULL))
                 words = {
                     word: w * get(word, 1.0) * boost * (SEEN_WEIGHT if word in focus else 1.0)
                     for word, w in base

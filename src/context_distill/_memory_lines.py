@@ -9,13 +9,12 @@ written on one line with the prefix once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-
-from langchain_core.messages import HumanMessage
+from typing import Generic, TypeVar
 
 from ._relevance import WordNotes, collapse_alike, content_free
-from .tokens import TextCounter, count_message
+from .tokens import TextCounter
 
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 _CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
@@ -120,26 +119,57 @@ def body(line: Line) -> str:
 
 
 RunKey = tuple[tuple[int, tuple[int, ...] | None], ...]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Entries a cache keeps before it lets its older half go: about what a few fits'
+# searches render, so that the next fit finds the lines it shows again.
+_CACHE_MOST = 1024
+
+
+class Recent(Generic[K, V]):
+    """A map bounded to about twice ``most`` entries: when the newer generation is
+    full the older one is let go, and a hit in the older one moves to the newer."""
+
+    __slots__ = ("_most", "_new", "_old")
+
+    def __init__(self, most: int = _CACHE_MOST) -> None:
+        self._new: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+        self._most = most
+
+    def get(self, key: K) -> V | None:
+        value = self._new.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._new[key] = value
+        if len(self._new) > self._most:
+            self._old, self._new = self._new, {}
+
+    def clear(self) -> None:
+        self._new.clear()
+        self._old.clear()
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
 
 
 @dataclass(slots=True)
 class RenderCache:
     """Merged lines and which neighbours merge, kept between renderings of the same
-    facts: this generation's and the last one's (the owner ages it at each fit, and
-    clears it when a fact's sources change)."""
+    facts (the owner clears it when a fact's sources change)."""
 
-    runs: dict[RunKey, str] = field(default_factory=dict)
-    related: dict[tuple[int, int], bool] = field(default_factory=dict)
-    old_runs: dict[RunKey, str] = field(default_factory=dict)
-    old_related: dict[tuple[int, int], bool] = field(default_factory=dict)
-
-    def age(self) -> None:
-        self.old_runs, self.runs = self.runs, {}
-        self.old_related, self.related = self.related, {}
+    runs: Recent[RunKey, str] = field(default_factory=Recent)
+    related: Recent[tuple[int, int], bool] = field(default_factory=Recent)
 
     def clear(self) -> None:
-        for kept in (self.runs, self.related, self.old_runs, self.old_related):
-            kept.clear()
+        self.runs.clear()
+        self.related.clear()
 
 
 def render(
@@ -150,7 +180,6 @@ def render(
     if cache is None:
         cache = RenderCache()
     runs, related = cache.runs, cache.related
-    old_runs, old_related = cache.old_runs, cache.old_related
     rendered: list[str] = []
     run: list[Line] = []
 
@@ -160,8 +189,8 @@ def render(
         key = tuple((line.order, None if line.shown is None else tuple(line.shown)) for line in run)
         text = runs.get(key)
         if text is None:
-            text = old_runs.get(key)
-            runs[key] = text = _merged(run) if text is None else text
+            text = _merged(run)
+            runs.put(key, text)
         rendered.append(text)
         if sizes is not None:
             sizes.append(len(run))
@@ -175,10 +204,8 @@ def render(
                 pair = (run[-1].order, line.order)
                 merge = related.get(pair)
                 if merge is None:
-                    merge = old_related.get(pair)
-                    if merge is None:
-                        merge = _related(run[-1], line)
-                    related[pair] = merge
+                    merge = _related(run[-1], line)
+                    related.put(pair, merge)
                 if not merge:
                     flush()
         run.append(line)
@@ -196,27 +223,21 @@ def _merged(run: list[Line]) -> str:
 
 
 def count_by_line(
-    lines: list[str],
-    count: TextCounter,
-    previous: Mapping[str, int],
-    older: Mapping[str, int] | None = None,
-) -> tuple[int, dict[str, int]]:
-    """A memory message's tokens as a sum over its lines, most of them counted before;
-    with the counts to pass next time.
+    lines: list[str], count: TextCounter, counted: Recent[str, int], framing: int
+) -> int:
+    """A memory message's tokens as a sum over its lines, most of them ``counted`` before,
+    and ``framing`` (an empty message's tokens).
 
     Exact for counters whose pre-tokeniser never joins a newline to the text after it
     (tiktoken's encodings), since no line starts with whitespace (nor with "/", which
     o200k joins to a newline after punctuation: the caller counts such a block whole).
     """
-    counts: dict[str, int] = {}
     pieces = [f"{line}\n" for line in lines[:-1]] + lines[-1:]
-    total = count_message(HumanMessage(content=""), count)
+    total = framing
     for piece in pieces:
-        tokens = previous.get(piece)
+        tokens = counted.get(piece)
         if tokens is None:
-            tokens = older.get(piece) if older is not None else None
-            if tokens is None:
-                tokens = count(piece)
-        counts[piece] = tokens
+            tokens = count(piece)
+            counted.put(piece, tokens)
         total += tokens
-    return total, counts
+    return total

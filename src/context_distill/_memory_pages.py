@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from ._memory_choice import Greedy, Weights, search
 from ._memory_lines import Line, RenderCache, render, shown_clauses
-from .tokens import TextCounter
 
 # A page keeps the longest start of the pages before it that leaves it room for this
 # share of its new facts' tokens.
@@ -124,7 +123,7 @@ def write_page(
     held: Mapping[int, Line],
     cap: int,
     fixed: int,
-    count: TextCounter,
+    count_line: Callable[[str], int],
     measure: Callable[[Line], None],
     weights_of: Callable[[], tuple[Weights, list[tuple[float, int, int]]]],
     display: Callable[[list[Line], tuple[str, ...]], int],
@@ -134,7 +133,8 @@ def write_page(
     were written, and below it the most informative of the facts it does not show,
     within ``cap``; shown through ``display`` (the lines shown and the body; it
     returns the message's tokens). None when no start leaves that room or nothing
-    fits (a compaction is due). ``fixed``: tokens of the header and footer, about."""
+    fits (a compaction is due). ``fixed``: tokens of the header and footer, about;
+    ``count_line``: a rendered line's tokens."""
     frozen = pages.lines(held.values())
     if frozen is None:
         return None
@@ -142,7 +142,7 @@ def write_page(
     for line in new:
         measure(line)
     wanted = PAGE_LEAST * sum(line.prefix_tokens + sum(line.clause_tokens) for line in new)
-    costs = [count(f"{text}\n") for text in pages.texts]
+    costs = [count_line(f"{text}\n") for text in pages.texts]
     keep = len(pages.texts)
     while new and keep and cap - fixed - sum(costs[:keep]) < wanted:
         keep -= 1
@@ -175,7 +175,12 @@ def write_page(
     page.same = not new and (pages.cap or 0) >= cap and attempt({}) <= cap
     if page.same:
         best = {}
-    elif attempt(best) > cap:
+    elif (
+        # Far more than the room (even were every merge and token boundary to halve it):
+        # no need to render it all to know that.
+        sum(costs[:keep]) + fixed + sum(sum(line.clause_tokens) for line in rest) // 2 > cap
+        or attempt(best) > cap
+    ):
         room = cap - attempt({})
         if room <= 0:
             return None

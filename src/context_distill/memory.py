@@ -14,7 +14,7 @@ writes new facts below what the block shows, keeping its start (:mod:`._memory_p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from langchain_core.messages import HumanMessage
 
@@ -22,6 +22,7 @@ from ._memory_choice import Greedy, Weights, clause_weights, search, value
 from ._memory_held import HeldFacts
 from ._memory_lines import (
     Line,
+    Recent,
     RenderCache,
     count_by_line,
     footer,
@@ -71,9 +72,8 @@ class MemoryBlock(HeldFacts):
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
-        # Rendered lines (with their newline) -> tokens, since the last fit and before it.
-        self._line_counts: dict[str, int] = {}
-        self._counted_before: dict[str, int] = {}
+        self._counted: Recent[str, int] = Recent()  # rendered lines (with their newline)
+        self._framing: int | None = None  # an empty message's tokens
         self._rendered = RenderCache()  # emptied when a fact's text or sources change
         self.cap: int | None = None
         self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
@@ -131,7 +131,6 @@ class MemoryBlock(HeldFacts):
         """New facts: everything shows until the owner fits the block again."""
         self._changes += 1
         self._message = None
-        self._age()
         self._shown = None
         self._texts = None
         for line in self._lines.values():
@@ -151,12 +150,6 @@ class MemoryBlock(HeldFacts):
         except ValueError as error:
             logger.warning("%s: %s; the memory block is chosen anew", where, error)
             self._pages = None
-
-    def _age(self) -> None:
-        """Renderings and counts of two generations are kept (a fit, the one before):
-        what the view still shows is found again, the rest let go."""
-        self._rendered.age()
-        self._counted_before, self._line_counts = self._line_counts, {}
 
     def _measure(self, line: Line) -> None:
         if line.prefix_tokens:
@@ -195,7 +188,6 @@ class MemoryBlock(HeldFacts):
             return
         self._fitted = None
         self._message = None
-        self._age()
         page = None
         if cap is not None and self._pages is not None and self._paged_for == self._choice_terms():
             page = self._write_page(cap)
@@ -207,9 +199,9 @@ class MemoryBlock(HeldFacts):
         worth = 0.0 if page is None else self._value()
         self._texts, self._message = None, None
         lines = list(self._lines.values())
-        for line in lines:
-            line.shown = None
         if cap is None:
+            for line in lines:
+                line.shown = None
             self._shown, self._pages = None, None
             self._fitted, self._fitted_chosen = fitted, None
             return
@@ -217,20 +209,29 @@ class MemoryBlock(HeldFacts):
             self._measure(line)
         total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
         overhead = self._overhead(len(lines))
-        if total + overhead <= cap:
-            self._shown = None
+        everything = total + overhead <= cap
+        for line in lines:
+            line.shown = None
+        if everything:
+            chosen: dict[int, list[int]] = {
+                line.order: list(range(len(line.clauses))) for line in lines
+            }
+            rendered = None
         else:
             chosen, rendered = self._search(cap, cap - overhead)
-            self._apply(chosen)
-            if rendered is not None:
-                self._message, self._tokens = rendered
-            self._greedy = None  # its saved states are for this fit's search only
+        self._greedy = None  # its saved states are for this fit's search only
         # The page keeps the block's start for the prompt cache, unless choosing
         # everything again (a compaction) shows clearly more.
-        if page is not None and worth >= (1 - PAGE_LOSS) * self._value():
+        if page is not None and worth >= (1 - PAGE_LOSS) * self._picked_value(chosen):
             page.apply()
             self._freeze(page.texts, page.sizes)
         else:
+            if everything:
+                self._shown = None
+            else:
+                self._apply(chosen)
+                if rendered is not None:
+                    self._message, self._tokens = rendered
             self._freeze()
         self._count_misses()
         self._fitted = fitted
@@ -243,13 +244,18 @@ class MemoryBlock(HeldFacts):
         self._fitted_chosen = shown
 
     def _overhead(self, trimmed: int) -> int:
-        return self._count(header(self._recall_tool)) + self._count(footer(self.facts, trimmed)) + 8
+        head, foot = header(self._recall_tool), footer(self.facts, trimmed)
+        return self._count_line(head) + self._count_line(foot) + 8
 
     def _value(self) -> float:
         weights, _ = self._weights()
         return value(
             ((line.order, i) for line in self._visible() for i in shown_clauses(line)), weights
         )
+
+    def _picked_value(self, picked: Mapping[int, Iterable[int]]) -> float:
+        weights, _ = self._weights()
+        return value(((order, i) for order, indexes in picked.items() for i in indexes), weights)
 
     def _freeze(self, texts: Sequence[str] = (), sizes: Sequence[int] = ()) -> None:
         """What the block shows now becomes its pages (``texts`` and ``sizes``: the body
@@ -282,12 +288,19 @@ class MemoryBlock(HeldFacts):
             self._lines,
             cap,
             self._overhead(len(self._pages.shown)),
-            self._count,
+            self._count_line,
             self._measure,
             self._weights,
             display,
             self._rendered,
         )
+
+    def _count_line(self, piece: str) -> int:
+        tokens = self._counted.get(piece)
+        if tokens is None:
+            tokens = self._count(piece)
+            self._counted.put(piece, tokens)
+        return tokens
 
     def _search(
         self, cap: int, room: int
@@ -365,10 +378,11 @@ class MemoryBlock(HeldFacts):
             )
             # o200k joins "\n/" (a line starting with "/"): such a block is counted whole.
             if getattr(self._count, "line_additive", False) and body and "\n/" not in f"\n{body}":
-                self._tokens, counts = count_by_line(
-                    [head, *rendered], self._count, self._line_counts, self._counted_before
+                if self._framing is None:
+                    self._framing = count_message(HumanMessage(content=""), self._count)
+                self._tokens = count_by_line(
+                    [head, *rendered], self._count, self._counted, self._framing
                 )
-                self._line_counts.update(counts)  # a fit's search counts lines again
             else:
                 self._tokens = count_message(self._message, self._count)
         return self._message
