@@ -19,7 +19,7 @@ import itertools
 
 from starlette.testclient import TestClient
 
-from context_distill.demo import run_demo
+from context_distill.demo import DemoResult, run_demo
 from context_distill.errors import MissingExtraError
 from context_distill.inspector import build_app
 from context_distill.inspector.app import bind, server_for
@@ -27,10 +27,14 @@ from context_distill.store import SQLiteMemoryStore
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoResult]:
     db = tmp_path_factory.mktemp("inspect") / "demo.db"
-    run_demo(db=str(db))
-    return db
+    return db, run_demo(db=str(db))
+
+
+@pytest.fixture(scope="module")
+def demo_db(demo_run: tuple[Path, DemoResult]) -> Path:
+    return demo_run[0]
 
 
 @pytest.fixture()
@@ -48,7 +52,7 @@ def _get(client: TestClient, name: str, **params: Any) -> Any:
     return response.json()
 
 
-def test_threads_chart_and_counts(client: TestClient) -> None:
+def test_threads_chart_and_counts(client: TestClient, demo_run: tuple[Path, DemoResult]) -> None:
     (row,) = _get(client, "threads")
     assert row["thread_id"] == "demo" and row["facts"] > 0 and row["tokens_saved"] > 0
     chart = _get(client, "chart", thread="demo")
@@ -57,7 +61,20 @@ def test_threads_chart_and_counts(client: TestClient) -> None:
     assert all(a["without"] <= b["without"] for a, b in itertools.pairwise(turns))
     assert all(t["with"] <= t["without"] for t in turns)
     assert turns[-1]["with"] < turns[-1]["without"] / 3
-    assert len(chart["events"]) == row["distillations"]
+    # Each model call whose view changed (its view grew less than its history: a
+    # distillation or a reduction, the demo's own figures) is one event, at that call,
+    # holding every change the log recorded in it; a call may run several rounds.
+    demo = demo_run[1]
+    changed = [
+        i
+        for i, (view, full) in enumerate(zip(demo.view, demo.full, strict=True))
+        if view - (demo.view[i - 1] if i else 0) != full - (demo.full[i - 1] if i else 0)
+    ]
+    assert [event["turn"] for event in chart["events"]] == changed
+    log = _get(client, "log", thread="demo")
+    applied = [e for e in log if e["outcome"] in ("ok", "reduced")]
+    assert sum(event["distillations"] for event in chart["events"]) == len(applied)
+    assert sum(e["outcome"] == "ok" for e in applied) == row["distillations"]
     # The demo ran under 6,000 tokens: the inferred line lies between the views it allowed.
     assert chart["budget_inferred"] and 5_900 <= chart["budget"] <= 6_100
 

@@ -27,15 +27,17 @@ from context_distill.memory import MemoryBlock
 from context_distill.messages import MARKER_KEY, MEMORY_MARK, REDUCED_MARK
 from context_distill.policy import (
     MEMORY_SHARE,
+    TARGET_SHARE,
     Budget,
     distill_need,
     memory_cap,
     select,
+    trim_to_ready,
 )
 from context_distill.reduced import NOTE
 from context_distill.store import StoredFact
 from context_distill.tiering import KEEP_RESULTS, water_level
-from context_distill.types import Group, GroupFacts
+from context_distill.types import Fact, Group, GroupFacts
 
 
 def cheap(text: str) -> int:
@@ -94,7 +96,7 @@ def engine_for(store: SQLiteMemoryStore, **options: Any) -> ContextDistiller:
 def test_memory_share_is_checked_and_defaults() -> None:
     engine = ContextDistiller(budget_tokens=1000)
     assert engine.memory_share == MEMORY_SHARE
-    for bad in (-0.1, 0.8, 1.0, True):
+    for bad in (-0.1, TARGET_SHARE, 1.0, True):  # the target's share or more: no recent turns
         with pytest.raises(ValueError, match="memory_share"):
             ContextDistiller(budget_tokens=1000, memory_share=bad)
     budget = Budget.of(1000, None, None, None, 0.8, 0.3)
@@ -151,6 +153,33 @@ def test_select_leaves_what_reducing_the_rest_would_save() -> None:
     assert plain is not None and tiered is not None
     assert 0 < len(tiered.live) < len(plain.live)
     assert [g.ids for g in tiered.live] == [g.ids for g in plain.live][: len(tiered.live)]
+
+
+def test_a_crossing_takes_the_facts_made_ahead_when_the_fitted_view_is_within_budget() -> None:
+    """A block at its room shows new facts in place of others: the groups made ahead
+    save their whole size, not only what their facts don't take."""
+    ledger = _ledger(session(6))  # six groups of 342 tokens beside 22 pinned
+    others = ledger.view_tokens(0)
+
+    def trimmed(budget: Budget, memory_tokens: int, ready: int) -> int:
+        view = others + memory_tokens
+        job = select("t", ledger, 10_000, 0.4, 0, None, set(), view, 0)  # type: ignore[arg-type]
+        assert job is not None and len(job.groups) == 5
+        found: list[GroupFacts | None] = [
+            GroupFacts([Fact("f", g.message_ids)]) if i < ready else None
+            for i, g in enumerate(job.groups)
+        ]
+        trim_to_ready(budget, ledger, memory_tokens, job, found, 0.4)
+        return len(job.groups)
+
+    budget = Budget.of(3126, 2600, 0, None, 0.8, 0.5)
+    room = budget.memory_room(ledger.pinned_tokens)
+    assert others + room - budget.budget_tokens == 500  # at its room, 500 over
+    assert 684 * 0.6 < 500  # two groups' size less their facts would not do
+    assert trimmed(budget, room, 2) == 2  # their whole size does: the block keeps its room
+    tight = Budget.of(1700, 1500, 0, None, 0.8, 0.5)  # no memory yet, 374 over
+    assert trimmed(tight, 0, 1) == 5  # one group is not enough: all are asked
+    assert trimmed(tight, 0, 2) == 2
 
 
 # -- the ledger ------------------------------------------------------------------------
@@ -352,7 +381,9 @@ def test_a_result_shown_cut_is_distilled_whole_from_its_original(tmp_path: Path)
     engine = engine_for(
         SQLiteMemoryStore(tmp_path / "t.db"), distiller=distiller, max_tool_result_tokens=200
     )
-    history = session(60)  # each result (~320 tokens) is cut on arrival to 200
+    # each result (~320 tokens) is cut on arrival to 200; long enough that reducing the
+    # older results no longer keeps the view within the target and whole groups go
+    history = session(80)
     replay(engine, history)
     originals = {m.id: m for m in history}
     results = [

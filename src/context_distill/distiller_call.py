@@ -70,7 +70,14 @@ class DistillerRunner:
         shrinks to the groups that are ready, when they are enough."""
         found = thread.prefetch.peek(job.groups)
         if self._background and None in found:
-            trim_to_ready(self._budget, job, found, thread.totals.ratio)
+            trim_to_ready(
+                self._budget,
+                thread.ledger,
+                thread.memory.tokens,
+                job,
+                found,
+                thread.totals.ratio,
+            )
         thread.prefetch.discard(job.groups)
         return found
 

@@ -17,8 +17,8 @@ from .memory import MemoryBlock
 from .types import Group, GroupFacts
 
 MAX_ROUNDS = 6  # reduction and distillation rounds in one turn before the view is returned
-TARGET_SHARE = 0.8  # of the budget beside the pinned prompt, where distillation stops
-MEMORY_SHARE = 0.7  # of the budget beside the pinned prompt, guaranteed to the memory block
+TARGET_SHARE = 0.9  # of the budget beside the pinned prompt, where distillation stops
+MEMORY_SHARE = 0.8  # of the budget beside the pinned prompt, guaranteed to the memory block
 MAX_BACKOFF_TURNS = 32
 TARGET_RATIO = 0.35  # facts per source token that budget-aware distillers aim at
 
@@ -215,7 +215,14 @@ def select(
     return Job(ordered, requests, view, anchor, round_, done)
 
 
-def trim_to_ready(budget: Budget, job: Job, found: list[GroupFacts | None], ratio: float) -> None:
+def trim_to_ready(
+    budget: Budget,
+    ledger: Ledger,
+    memory_tokens: int,
+    job: Job,
+    found: list[GroupFacts | None],
+    ratio: float,
+) -> None:
     """Distill only the groups made ahead, if they bring the view within the budget.
 
     The crossing turn then commits facts that are ready instead of waiting for a
@@ -224,10 +231,28 @@ def trim_to_ready(budget: Budget, job: Job, found: list[GroupFacts | None], rati
     ready = _ready_count(found)
     if ready == 0:
         return
-    saving = sum(group.tokens for group in job.groups[:ready]) * (1.0 - ratio)
-    if job.tokens_before - saving > budget.budget_tokens:
+    if _view_after(budget, ledger, memory_tokens, job, ready, ratio) > budget.budget_tokens:
         return
     _keep_first(job, found, ready)
+
+
+def _view_after(
+    budget: Budget, ledger: Ledger, memory_tokens: int, job: Job, ready: int, ratio: float
+) -> float:
+    """The view's tokens expected once the job's first ``ready`` groups are committed.
+
+    Whole groups leave the view and their facts join the memory block, which is then
+    fitted to its room (memory_cap): a block at its room shows the new facts in place
+    of others, so the groups save their whole size, not only what their facts don't
+    take.
+    """
+    facts = sum(group.tokens for group in job.groups[:ready]) * ratio
+    if job.kind != "distill":
+        return job.tokens_before - sum(group.tokens for group in job.groups[:ready]) + facts
+    moved = sum(group.tokens for group in job.live[:ready] + job.done)
+    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens - moved
+    room = _memory_cap(budget, ledger.pinned_tokens, others)
+    return others + min(memory_tokens + facts, room)
 
 
 def only_ready(budget: Budget, job: Job, found: list[GroupFacts | None]) -> Job | None:
@@ -262,8 +287,11 @@ def _keep_first(job: Job, found: list[GroupFacts | None], ready: int) -> None:
 def memory_cap(budget: Budget, ledger: Ledger) -> int:
     """The memory block's room: what the target leaves over, and never less than its
     guaranteed share while the budget has that much left beside the other messages."""
-    pinned = ledger.pinned_tokens
-    others = pinned + ledger.head_tokens() + ledger.live_tokens
+    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
+    return _memory_cap(budget, ledger.pinned_tokens, others)
+
+
+def _memory_cap(budget: Budget, pinned: int, others: int) -> int:
     leftover = budget.target(pinned) - others
     return max(leftover, min(budget.memory_room(pinned), budget.budget_tokens - others), 0)
 

@@ -219,11 +219,13 @@ def whole_job(
     beside: float = 0,
     reducible: Mapping[int, float] | None = None,
     original: Original | None = None,
+    keep_recent_tokens: int | None = None,
 ) -> Job | None:
     """Whole groups into the memory block (policy.select), from the thread's anchor.
 
     A result the view shows cut to its head and tail is distilled from its original
     (``original`` reads it back): the cut copy's facts were cut to fit too.
+    ``keep_recent_tokens``: the newest turns left out (the budget's, unless given).
     """
     archive = thread.archive
     if not archive.anchor_ready:
@@ -234,7 +236,7 @@ def whole_job(
         thread.ledger,
         need,
         thread.totals.ratio,
-        budget.keep_recent_tokens,
+        budget.keep_recent_tokens if keep_recent_tokens is None else keep_recent_tokens,
         archive.anchor,
         archive.distilled,
         thread.ledger.view_tokens(thread.memory.tokens),
@@ -265,11 +267,14 @@ def ahead(
 ) -> list[Group]:
     """What the next crossings may ask the distiller: the older results on their own
     (a crossing reduces those first when that is enough), then every group that may
-    be distilled whole (when it is not)."""
+    be distilled whole (when it is not), the newest turns kept word for word among
+    them: one long turn can push them out and cross the budget at once, and the
+    crossing then finds their facts made (the newest group and a call still waiting
+    for its results are never made ahead)."""
     view = thread.ledger.view_tokens(thread.memory.tokens)
     items = reducible(thread.ledger, thread.archive, recall_tool)
     reduce = reduce_job(thread.thread_id, items, float("inf"), 0.0, view, 0)
-    job = whole_job(budget, thread, float("inf"), 0, original=original)
+    job = whole_job(budget, thread, float("inf"), 0, original=original, keep_recent_tokens=0)
     return (list(reduce.groups) if reduce is not None else []) + (
         list(job.groups) if job is not None else []
     )

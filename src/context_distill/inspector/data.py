@@ -91,10 +91,11 @@ def chart(store: ReadableStore, thread: str, budget: int | None = None) -> dict[
     what it was given. Without distillation that is every archived message before
     it. With distillation it is the messages not yet distilled plus the memory
     block (the facts so far, up to the block's room). A distillation is placed at
-    the first call whose view reached the size the log recorded before it; the
-    messages it took (the archive names them) leave the view there. Without
-    ``budget`` the line is inferred: just below the smallest view a turn's first
-    distillation began at.
+    the call that made it: the last one before the first assistant message archived
+    after it (a turn may run several, reductions among them; the clocks of the
+    servers that wrote the thread are trusted). The messages it took (the archive
+    names them) leave the view there. Without ``budget`` the line is inferred: just
+    below the smallest view a turn's first distillation began at.
     """
     index = store.message_index(thread, preview=0)
     log = [e for e in store.distillations(thread) if e["outcome"] in ("ok", "reduced")]
@@ -110,10 +111,14 @@ def chart(store: ReadableStore, thread: str, budget: int | None = None) -> dict[
     full = live = memory = facts = 0
     applied = 0
 
-    def point(ref: int, last: bool = False) -> None:
+    def point(ref: int, archived_at: float | None = None) -> None:
+        """The call before the assistant message ``ref``, archived at ``archived_at``
+        (None: the history as it stands, after every distillation)."""
         nonlocal live, memory, facts, applied
         first = applied
-        while applied < len(log) and (last or live + memory >= int(log[applied]["tokens_before"])):
+        while applied < len(log) and (
+            archived_at is None or float(log[applied]["created_at"]) < archived_at
+        ):
             entry = log[applied]
             live -= taken.get(int(entry["id"]), 0)
             facts += int(entry["fact_tokens"])
@@ -127,11 +132,11 @@ def chart(store: ReadableStore, thread: str, budget: int | None = None) -> dict[
 
     for row in index:
         if row["role"] == "ai":
-            point(int(row["ref"]))
+            point(int(row["ref"]), float(row["archived_at"]))
         full += int(row["tokens"])
         live += int(row["tokens"])
     if index:
-        point(int(index[-1]["ref"]) + 1, last=True)  # the history as it stands
+        point(int(index[-1]["ref"]) + 1)  # the history as it stands
     inferred = budget is None and bool(crossings)
     if budget is None and crossings:
         budget = min(crossings) - 1
