@@ -124,7 +124,7 @@ V = TypeVar("V")
 
 # Entries a cache keeps before it lets its older half go: about what a few fits'
 # searches render, so that the next fit finds the lines it shows again.
-_CACHE_MOST = 1024
+_CACHE_MOST = 256
 
 
 class Recent(Generic[K, V]):
