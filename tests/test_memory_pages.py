@@ -92,3 +92,30 @@ def test_unreadable_pages_are_let_go_with_a_warning(
     fresh.restore(facts(0, 12))
     fresh.fit(200)
     assert memory.message() == fresh.message()
+
+
+@pytest.mark.parametrize("next_cap", [200, 150, 400])
+def test_a_restart_takes_apart_only_what_its_standing_pages_show(next_cap: int) -> None:
+    """A cold process whose stored pages stand parses only the lines they show; what
+    it shows then, and after the next distillation, is what an eager restore shows."""
+    memory = MemoryBlock(COUNT)
+    memory.add(facts(0, 40))
+    memory.fit(200)
+    stored = memory.pages
+    lazy, eager = MemoryBlock(COUNT), MemoryBlock(COUNT)
+    for block in (lazy, eager):
+        block.restore(facts(0, 40))
+        block.resume(stored, "test")
+    eager.settle()
+    lazy.fit(200)
+    eager.fit(200)
+    assert lazy.message() == eager.message() == memory.message()
+    assert lazy._unparsed  # setup and promise: the hidden lines were not taken apart
+    assert len(lazy._unparsed) == 40 - len(Pages.from_json(stored or "").shown)
+    for block in (lazy, eager, memory):
+        block.add(facts(40, 3))
+        block.fit(next_cap)
+    assert not lazy._unparsed
+    assert lazy.message() == eager.message() == memory.message()
+    assert lazy.tokens == eager.tokens == memory.tokens
+    assert lazy.held() == eager.held()

@@ -28,6 +28,9 @@ class HeldFacts:
         self._parser = FactParser(counter)
         self._newly_retired: list[int] = []  # fact ids let go since take_retired()
         self._changes = 0  # bumped whenever the lines held or their costs change
+        # Restored lines not taken apart yet, by order (see settle()): a cold process
+        # whose pages stand needs only the lines they show.
+        self._unparsed: dict[int, Line] = {}
 
     def _joined(self) -> None:
         """A repeated fact joined a held line (its sources changed)."""
@@ -53,15 +56,38 @@ class HeldFacts:
             if fact.retired_at is not None:
                 let_go.setdefault(fact.retired_at, set()).add(fact.fact_id)
         doomed = frozenset(i for ids in let_go.values() for i in ids)
-        notes: WordNotes = {}  # the words of all these facts, each spelling read once
         for distillation in sorted(by_distillation):
-            self._add(by_distillation[distillation], doomed, notes)
+            self._add(by_distillation[distillation], doomed, None)
             gone = let_go.get(distillation)
             if gone:
                 for line in [ln for ln in self._lines.values() if gone & set(ln.fact_ids)]:
                     self._retire(line)
         self._newly_retired.clear()
         self._invalidate()
+
+    def settle(self, firsts: Iterable[int] | None = None) -> None:
+        """Take apart restored lines (those opened by the fact ids ``firsts``, or all),
+        their words then counted as :meth:`add` counts them: the same lines as an
+        eager restore, parsed only once something needs them."""
+        if not self._unparsed:
+            return
+        if firsts is None:
+            lines = list(self._unparsed.values())
+        else:
+            wanted = set(firsts)
+            lines = [ln for ln in self._unparsed.values() if ln.fact_ids[0] in wanted]
+        notes: WordNotes = {}  # each spelling read once
+        for line in lines:
+            del self._unparsed[line.order]
+            if self._lines.get(line.order) is not line:
+                continue  # retired meanwhile: never looked at
+            parsed = self._parser.take(line.text, notes)
+            line.prefix, line.clauses, line.words = parsed.prefix, parsed.clauses, parsed.words
+            line.clause_tokens = list(parsed.clause_tokens)
+            line.prefix_tokens = 0  # measured anew with its prefix
+            for word in vocabulary(line):
+                self._df[word] = self._df.get(word, 0) + 1
+        self._changes += 1
 
     @property
     def retired_pending(self) -> bool:
@@ -78,9 +104,13 @@ class HeldFacts:
         A line opened by a fact in ``doomed`` is let go before anyone looks at it
         (a restore): it keeps its place and its key but is not taken apart.
         """
+        self.settle()
         self._add(facts, doomed, {})
 
-    def _add(self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes) -> None:
+    def _add(
+        self, facts: Sequence[StoredFact], doomed: frozenset[int], notes: WordNotes | None
+    ) -> None:
+        """``notes`` None: a restore, whose lines are taken apart later (settle())."""
         for fact in facts:
             fact_key = key(fact.text)
             line = self._by_key.get(fact_key)
@@ -90,7 +120,11 @@ class HeldFacts:
                 line.prefix_tokens = 0
                 self._joined()
                 continue
-            parsed = EMPTY if fact.fact_id in doomed else self._parser.take(fact.text, notes)
+            later = notes is None and fact.fact_id not in doomed
+            if fact.fact_id in doomed or notes is None:
+                parsed = EMPTY
+            else:
+                parsed = self._parser.take(fact.text, notes)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),
@@ -106,6 +140,8 @@ class HeldFacts:
                 self._df[word] = self._df.get(word, 0) + 1
             self._lines[line.order] = line
             self._by_key[fact_key] = line
+            if later:
+                self._unparsed[line.order] = line
         self._invalidate()
 
     def _retire(self, line: Line) -> None:

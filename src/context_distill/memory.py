@@ -103,6 +103,7 @@ class MemoryBlock(HeldFacts):
     def _visible(self) -> list[Line]:
         if self._shown is not None:
             return self._shown
+        self.settle()
         return [line for line in self._lines.values() if line.clauses]
 
     def focus(self, texts: Iterable[str] | str | None) -> None:
@@ -190,7 +191,19 @@ class MemoryBlock(HeldFacts):
         self._message = None
         page = None
         if cap is not None and self._pages is not None and self._paged_for == self._choice_terms():
-            page = self._write_page(cap)
+            if self._unparsed:
+                # Restored pages that stand as they are need only the lines they show.
+                pages = self._pages
+                if (pages.cap or 0) >= cap and all(map(pages.placed, self._lines.values())):
+                    self.settle(first for first, _ in pages.shown)
+                    page = self._write_page(cap)
+                if page is None or not page.same:
+                    self.settle()
+                    page = self._write_page(cap)
+            else:
+                page = self._write_page(cap)
+        else:
+            self.settle()
         if page is not None and page.same:  # nothing new: the pages stay as they are
             self._freeze(page.texts, page.sizes)
             self._count_misses()
@@ -336,6 +349,7 @@ class MemoryBlock(HeldFacts):
 
     def _weights(self) -> tuple[Weights, list[tuple[float, int, int]]]:
         """Each clause's weighted words and the opening heap; kept until facts change."""
+        self.settle()
         version = (self._next, self._retired, self._focus_version)
         if self._weights_for != version:
             for line in self._lines.values():
@@ -395,6 +409,7 @@ class MemoryBlock(HeldFacts):
     def held(self) -> list[tuple[str, str]]:
         """Each fact line held, oldest first, with how the block shows it now:
         ``"whole"``, ``"part"`` (some clauses left out for room) or ``"none"``."""
+        self.settle()
         visible = {line.order for line in self._visible()}
         out = []
         for line in self._lines.values():
