@@ -14,6 +14,12 @@ from ._relevance import WordNotes, key
 from .store import StoredFact
 from .tokens import TextCounter
 
+# Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
+# considered (they stay archived): bounded memory, while a fact the work needs again
+# later can come back until then.
+_HOLD = 512
+_RETIRE_AFTER = 3
+
 
 class HeldFacts:
     """A thread's held fact lines, oldest first, and the words they use."""
@@ -143,6 +149,23 @@ class HeldFacts:
             if later:
                 self._unparsed[line.order] = line
         self._invalidate()
+
+    def _missed(self, shown: frozenset[int]) -> None:
+        """A fit showed the lines of these orders: the others miss once more."""
+        for line in self._lines.values():
+            line.misses = 0 if line.order in shown else line.misses + 1
+
+    def _retire_missed(self) -> None:
+        """Lines the last fits kept leaving out go (past the bound) before a fit chooses,
+        so that what it shows depends only on the lines held while it chose (see
+        :meth:`restore`)."""
+        excess = len(self._lines) - _HOLD
+        for line in list(self._lines.values()):
+            if excess <= 0:
+                break
+            if line.misses >= _RETIRE_AFTER:
+                self._retire(line)
+                excess -= 1
 
     def _retire(self, line: Line) -> None:
         """Stop holding a fact the fits keep leaving out; the archive keeps it."""

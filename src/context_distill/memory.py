@@ -41,12 +41,6 @@ logger = logging.getLogger(__name__)
 MEMORY_ID = "context-distill-memory"
 __all__ = ["MEMORY_ID", "MemoryBlock", "format_refs"]
 
-# Past this many held facts, those left out by _RETIRE_AFTER fits in a row are no longer
-# considered (they stay archived): bounded memory, while a fact the work needs again
-# later can come back until then.
-_HOLD = 512
-_RETIRE_AFTER = 3
-
 
 class MemoryBlock(HeldFacts):
     """The facts of one thread and the message that shows them.
@@ -169,23 +163,12 @@ class MemoryBlock(HeldFacts):
         choice assumed, so the room they leave is chosen again.
         """
         self.cap = cap
-        # Lines the last fits kept leaving out go now (past the bound), before choosing,
-        # so that what a fit shows depends only on the lines held while it chose (see
-        # restore()).
-        excess = len(self._lines) - _HOLD
-        for line in list(self._lines.values()):
-            if excess <= 0:
-                break
-            if line.misses >= _RETIRE_AFTER:
-                self._retire(line)
-                excess -= 1
+        self._retire_missed()
         fitted = (self._changes, self._focus_version, self.relevance, cap)
         if fitted == self._fitted:
             # Unchanged since the last fit: its choice stands; the lines left out miss again.
-            kept = self._fitted_chosen
-            if kept is not None:
-                for line in self._lines.values():
-                    line.misses = 0 if line.order in kept else line.misses + 1
+            if self._fitted_chosen is not None:
+                self._missed(self._fitted_chosen)
             return
         self._fitted = None
         self._message = None
@@ -250,11 +233,8 @@ class MemoryBlock(HeldFacts):
         self._fitted = fitted
 
     def _count_misses(self) -> None:
-        """Lines the fit left out miss once more; the shown ones start again."""
-        shown = frozenset(line.order for line in self._visible())
-        for line in self._lines.values():
-            line.misses = 0 if line.order in shown else line.misses + 1
-        self._fitted_chosen = shown
+        self._fitted_chosen = frozenset(line.order for line in self._visible())
+        self._missed(self._fitted_chosen)
 
     def _overhead(self, trimmed: int) -> int:
         head, foot = header(self._recall_tool), footer(self.facts, trimmed)
