@@ -164,7 +164,7 @@ def test_counts_kept_between_fits_are_the_counts_of_the_message_shown() -> None:
         message = memory.message()
         assert message is not None
         assert memory.tokens == count_message(message, COUNT)
-    assert 0 < len(memory._counted) <= 2 * 256 + 2
+    assert 0 < len(memory._cost) <= 2 * 256 + 2
 
 
 def test_a_recent_map_keeps_what_is_used_and_stays_bounded() -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ._relevance import WordNotes, collapse_alike, content_free
-from .tokens import TextCounter
 
 _PREFIX = re.compile(r"^[^;:\n]{1,40}?: (?=\S)")
 _CALL = re.compile(r"^[\w.:-]{1,64}\(.{0,400}?\) → (?=\S)", re.S)
@@ -220,24 +219,3 @@ def _merged(run: list[Line]) -> str:
     else:
         text = "; ".join(line.prefix + body(line) for line in run)
     return f"{refs} {text}" if refs else text
-
-
-def count_by_line(
-    lines: list[str], count: TextCounter, counted: Recent[str, int], framing: int
-) -> int:
-    """A memory message's tokens as a sum over its lines, most of them ``counted`` before,
-    and ``framing`` (an empty message's tokens).
-
-    Exact for counters whose pre-tokeniser never joins a newline to the text after it
-    (tiktoken's encodings), since no line starts with whitespace (nor with "/", which
-    o200k joins to a newline after punctuation: the caller counts such a block whole).
-    """
-    pieces = [f"{line}\n" for line in lines[:-1]] + lines[-1:]
-    total = framing
-    for piece in pieces:
-        tokens = counted.get(piece)
-        if tokens is None:
-            tokens = count(piece)
-            counted.put(piece, tokens)
-        total += tokens
-    return total

@@ -19,12 +19,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from langchain_core.messages import HumanMessage
 
 from ._memory_choice import Greedy, Weights, clause_weights, search, value
+from ._memory_cost import BlockCounter
 from ._memory_held import HeldFacts
 from ._memory_lines import (
     Line,
-    Recent,
     RenderCache,
-    count_by_line,
     footer,
     format_refs,
     header,
@@ -34,7 +33,7 @@ from ._memory_lines import (
 from ._memory_pages import PAGE_LOSS, Page, Pages, freeze, write_page
 from ._relevance import focus_terms, rarity
 from .messages import MARKER_KEY, MEMORY_MARK
-from .tokens import TextCounter, count_message
+from .tokens import TextCounter
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ class MemoryBlock(HeldFacts):
         self, counter: TextCounter, *, recall_tool: str | None = None, relevance: float = 0.0
     ) -> None:
         super().__init__(counter)
-        self._count = counter
         self.relevance = relevance  # how much more a clause naming the focus is worth, at most
         self._recall_tool = recall_tool
         self._shown: list[Line] | None = None  # None: all lines shown
@@ -66,8 +64,7 @@ class MemoryBlock(HeldFacts):
         self._weights_for = (-1, -1, -1)  # (next order, retired, focus) the cache is for
         self._focus: dict[str, float] = {}
         self._focus_version = 0
-        self._counted: Recent[str, int] = Recent()  # rendered lines (with their newline)
-        self._framing: int | None = None  # an empty message's tokens
+        self._cost = BlockCounter(counter)
         self._rendered = RenderCache()  # emptied when a fact's text or sources change
         self.cap: int | None = None
         self._fitted: tuple[object, ...] | None = None  # what the last fit was made for
@@ -146,14 +143,6 @@ class MemoryBlock(HeldFacts):
             logger.warning("%s: %s; the memory block is chosen anew", where, error)
             self._pages = None
 
-    def _measure(self, line: Line) -> None:
-        if line.prefix_tokens:
-            return
-        refs = format_refs(line.refs)
-        line.prefix_tokens = self._count(f"{refs} {line.prefix}".strip()) + 1
-        if len(line.clause_tokens) != len(line.clauses):
-            line.clause_tokens = [self._count(c) + 1 for c in line.clauses]
-
     def fit(self, cap: int | None) -> None:
         """Show what carries most per token within ``cap`` tokens (None: show everything).
 
@@ -174,24 +163,13 @@ class MemoryBlock(HeldFacts):
         self._message = None
         page = None
         if cap is not None and self._pages is not None and self._paged_for == self._choice_terms():
-            if self._unparsed:
-                # Restored pages that stand as they are need only the lines they show.
-                pages = self._pages
-                if (pages.cap or 0) >= cap and all(map(pages.placed, self._lines.values())):
-                    self.settle(first for first, _ in pages.shown)
-                    page = self._write_page(cap)
-                if page is None or not page.same:
-                    self.settle()
-                    page = self._write_page(cap)
-            else:
-                page = self._write_page(cap)
-        else:
-            self.settle()
+            page = self._write_page(cap)
         if page is not None and page.same:  # nothing new: the pages stay as they are
             self._freeze(page.texts, page.sizes)
             self._count_misses()
             self._fitted = fitted
             return
+        self.settle()  # what follows weighs every line
         worth = 0.0 if page is None else self._value()
         self._texts, self._message = None, None
         lines = list(self._lines.values())
@@ -202,7 +180,7 @@ class MemoryBlock(HeldFacts):
             self._fitted, self._fitted_chosen = fitted, None
             return
         for line in lines:
-            self._measure(line)
+            self._cost.measure(line)
         total = sum(line.prefix_tokens + sum(line.clause_tokens) for line in lines)
         overhead = self._overhead(len(lines))
         everything = total + overhead <= cap
@@ -238,7 +216,7 @@ class MemoryBlock(HeldFacts):
 
     def _overhead(self, trimmed: int) -> int:
         head, foot = header(self._recall_tool), footer(self.facts, trimmed)
-        return self._count_line(head) + self._count_line(foot) + 8
+        return self._cost.line(head) + self._cost.line(foot) + 8
 
     def _value(self) -> float:
         weights, _ = self._weights()
@@ -269,31 +247,38 @@ class MemoryBlock(HeldFacts):
 
     def _write_page(self, cap: int) -> Page | None:
         """A page within ``cap`` (:func:`._memory_pages.write_page`), shown; None when
-        a compaction is due."""
-        assert self._pages is not None
+        a compaction is due. Restored pages that stand as they are need only the lines
+        they show: the others are taken apart when the pages do not stand."""
+        pages = self._pages
+        assert pages is not None
+        if (
+            self._unparsed
+            and (pages.cap or 0) >= cap
+            and all(map(pages.placed, self._lines.values()))
+        ):
+            self.settle(first for first, _ in pages.shown)
+            page = self._page(pages, cap)
+            if page is not None and page.same:
+                return page
+        self.settle()
+        return self._page(pages, cap)
 
+    def _page(self, pages: Pages, cap: int) -> Page | None:
         def display(shown: list[Line], texts: tuple[str, ...]) -> int:
             self._shown, self._texts, self._message = shown, texts, None
             return self.tokens
 
         return write_page(
-            self._pages,
+            pages,
             self._lines,
             cap,
-            self._overhead(len(self._pages.shown)),
-            self._count_line,
-            self._measure,
+            self._overhead(len(pages.shown)),
+            self._cost.line,
+            self._cost.measure,
             self._weights,
             display,
             self._rendered,
         )
-
-    def _count_line(self, piece: str) -> int:
-        tokens = self._counted.get(piece)
-        if tokens is None:
-            tokens = self._count(piece)
-            self._counted.put(piece, tokens)
-        return tokens
 
     def _search(
         self, cap: int, room: int
@@ -333,7 +318,7 @@ class MemoryBlock(HeldFacts):
         version = (self._next, self._retired, self._focus_version)
         if self._weights_for != version:
             for line in self._lines.values():
-                self._measure(line)  # the heap weighs clauses by their cost
+                self._cost.measure(line)  # the heap weighs clauses by their cost
             self._weights_cache, self._heap_cache = clause_weights(
                 self._lines.values(),
                 rarity(self._df, len(self._lines), self._idlike),
@@ -370,15 +355,7 @@ class MemoryBlock(HeldFacts):
                 id=MEMORY_ID,
                 additional_kwargs={MARKER_KEY: MEMORY_MARK},
             )
-            # o200k joins "\n/" (a line starting with "/"): such a block is counted whole.
-            if getattr(self._count, "line_additive", False) and body and "\n/" not in f"\n{body}":
-                if self._framing is None:
-                    self._framing = count_message(HumanMessage(content=""), self._count)
-                self._tokens = count_by_line(
-                    [head, *rendered], self._count, self._counted, self._framing
-                )
-            else:
-                self._tokens = count_message(self._message, self._count)
+            self._tokens = self._cost.message(self._message, [head, *rendered])
         return self._message
 
     @property
