@@ -45,7 +45,7 @@ class HeldFacts:
         """New facts were taken in."""
 
     def __len__(self) -> int:
-        return len(self._lines) + self._retired
+        return self.facts
 
     @property
     def facts(self) -> int:
@@ -126,11 +126,9 @@ class HeldFacts:
                 line.prefix_tokens = 0
                 self._joined()
                 continue
-            later = notes is None and fact.fact_id not in doomed
-            if fact.fact_id in doomed or notes is None:
-                parsed = EMPTY
-            else:
-                parsed = self._parser.take(fact.text, notes)
+            doomed_line = fact.fact_id in doomed
+            later = notes is None and not doomed_line
+            parsed = EMPTY if notes is None or doomed_line else self._parser.take(fact.text, notes)
             line = Line(
                 text=fact.text,
                 refs=sorted(set(fact.refs)),

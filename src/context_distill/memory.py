@@ -366,7 +366,6 @@ class MemoryBlock(HeldFacts):
     def held(self) -> list[tuple[str, str]]:
         """Each fact line held, oldest first, with how the block shows it now:
         ``"whole"``, ``"part"`` (some clauses left out for room) or ``"none"``."""
-        self.settle()
         visible = {line.order for line in self._visible()}
         out = []
         for line in self._lines.values():
