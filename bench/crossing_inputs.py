@@ -30,7 +30,7 @@ from bench.background import Delayed
 from context_distill import ContextDistiller, SQLiteMemoryStore
 from context_distill import commit as commit_module
 from context_distill import engine as engine_module
-from context_distill.ledger import Ledger
+from context_distill.demo import build_session
 from context_distill.policy import _memory_cap, memory_cap
 
 
@@ -44,14 +44,8 @@ class Crossing:
     predicted: bool  # the previous turn's growth, repeated, would have crossed
 
 
-def _others(ledger: Ledger) -> int:
-    return ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
-
-
 def replay(budget_tokens: int) -> tuple[list[Crossing], int, int]:
     """The crossings of the demo session, the turns, and the false alarms."""
-    from context_distill.demo import build_session
-
     messages = build_session()
     turn_state: dict[str, int] = {}
     commit_original = commit_module.Committer._commit
@@ -111,7 +105,7 @@ def replay(budget_tokens: int) -> tuple[list[Crossing], int, int]:
                     elif predicted:
                         false_alarms += 1
                     growth = turn_state["view_in"] - view
-                before = (update.stats.tokens_view, _others(ledger), ledger.pinned_tokens)
+                before = (update.stats.tokens_view, ledger.view_tokens(0), ledger.pinned_tokens)
                 time.sleep(0.02)  # the model's turn: the worker makes facts meanwhile
             engine.wait_background(10)
             engine.store.close()

@@ -150,7 +150,7 @@ def beside_need(budget: Budget, ledger: Ledger) -> int:
     """Tokens the messages beside the memory block must shed so that the block gets
     its guaranteed room: whole groups moved into it will need that room."""
     pinned = ledger.pinned_tokens
-    others = pinned + ledger.head_tokens() + ledger.live_tokens
+    others = ledger.view_tokens(0)  # everything but the memory block
     return others - (budget.target(pinned) - budget.memory_room(pinned))
 
 
@@ -250,7 +250,7 @@ def _view_after(
     if job.kind != "distill":
         return job.tokens_before - sum(group.tokens for group in job.groups[:ready]) + facts
     moved = sum(group.tokens for group in job.live[:ready] + job.done)
-    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens - moved
+    others = ledger.view_tokens(0) - moved
     room = _memory_cap(budget, ledger.pinned_tokens, others)
     return others + min(memory_tokens + facts, room)
 
@@ -287,8 +287,7 @@ def _keep_first(job: Job, found: list[GroupFacts | None], ready: int) -> None:
 def memory_cap(budget: Budget, ledger: Ledger) -> int:
     """The memory block's room: what the target leaves over, and never less than its
     guaranteed share while the budget has that much left beside the other messages."""
-    others = ledger.pinned_tokens + ledger.head_tokens() + ledger.live_tokens
-    return _memory_cap(budget, ledger.pinned_tokens, others)
+    return _memory_cap(budget, ledger.pinned_tokens, ledger.view_tokens(0))
 
 
 def _memory_cap(budget: Budget, pinned: int, others: int) -> int:
