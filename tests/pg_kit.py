@@ -148,6 +148,19 @@ def crash_server() -> None:
     _ensure("crash", "restart")
 
 
+def stop_server() -> None:
+    """Stop the restartable server (fast shutdown); ``start_server`` brings it back."""
+    done = subprocess.run(
+        ["bash", str(ENSURE), "stop", "restart"], capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ensure_postgres.sh stop restart failed: {done.stderr[-2000:]}")
+
+
+def start_server() -> None:
+    _ensure("start", "restart")
+
+
 def target_of(store: Any) -> Any:
     """What the checks open to read a store's archive: its path, or its PgTarget."""
     path = getattr(store, "path", None)

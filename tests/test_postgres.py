@@ -25,8 +25,11 @@ from pg_kit import (
     new_schema,
     restartable_dsn,
     schema_version,
+    start_server,
+    stop_server,
 )
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -43,14 +46,22 @@ def plain(message_id: str, text: str) -> MessageRecord:
     return MessageRecord(message_id, "human", digest(message), 3, text, to_json(message))
 
 
-def store_sessions(target: PgTarget) -> list[int]:
-    """Backend pids of the store's pooled sessions."""
+def store_sessions(target: PgTarget, name: str = "context-distill") -> list[int]:
+    """Backend pids of the sessions stores hold under the application name ``name``."""
     with admin(target.dsn) as conn:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'context-distill' "
-            "AND datname = current_database()"
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database()",
+            (name,),
         ).fetchall()
     return [row[0] for row in rows]
+
+
+def named(target: PgTarget) -> tuple[PgTarget, str]:
+    """``target`` reached under an application name of its own, so that a test ends only
+    its own store's sessions (other tests may be using the server at the same time)."""
+    name = f"cd-{target.schema}"
+    return PgTarget(make_conninfo(target.dsn, application_name=name), target.schema), name
 
 
 def terminate(pids: list[int], dsn: str) -> None:
@@ -182,16 +193,69 @@ def test_a_checkpointers_single_connection(pg_target: PgTarget) -> None:
 
 
 def test_killed_sessions_are_replaced_without_an_error(pg_target: PgTarget) -> None:
-    with pg_target.open(pool_size=3) as store:
+    target, name = named(pg_target)
+    with target.open(pool_size=3) as store:
         store.archive("t", [plain("a", "before")])
         for round_ in range(3):
-            terminate(store_sessions(pg_target), pg_target.dsn)
+            sessions = store_sessions(pg_target, name)
+            assert sessions
+            terminate(sessions, pg_target.dsn)
             store.archive("t", [plain(f"b{round_}", f"after {round_}")])
             assert store.last_distillation_id("t") == 0
             assert store.load_thread("t").transcript
         assert store.stats("t")["messages_archived"] == 4
         ids = list(store.load_thread("t").transcript)
         assert sorted(r for r, _ in store.get_messages("t", ids=ids)) == [1, 2, 3, 4]
+
+
+def test_a_call_made_while_the_server_is_down_goes_through_once_it_is_back() -> None:
+    """The call keeps trying to connect itself, every half second at most, so the
+    server's return ends the wait. Left to psycopg_pool's reconnection schedule (1, 2,
+    4, 8, 16 s between attempts) the same call returned only after 33 s, past its 28."""
+    base = new_schema(restartable_dsn())
+    target, name = named(base)
+    try:
+        with target.open(retry_s=28) as store:
+            store.archive("t", [plain("a", "before the outage")])
+            stop_server()
+            back = threading.Timer(20, start_server)
+            back.start()
+            try:
+                store.archive("t", [plain("b", "while the server was down")])
+            finally:
+                back.join()
+            assert [r for r, _ in store.get_messages("t", ids=["a", "b"])] == [1, 2]
+            assert len(store_sessions(base, name)) == 1  # the dead session was let go
+    finally:
+        start_server()
+        drop_schema(base)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_the_parents_sessions_alone(pg_target: PgTarget) -> None:
+    """A child forked from a process using the store (a preloading server's workers)
+    connects on its own; closing its store never ends the parent's session, which
+    shares its socket with the child."""
+    target, name = named(pg_target)
+    with target.open() as store:
+        store.archive("t", [plain("a", "parent before the fork")])
+        (parent_session,) = store_sessions(pg_target, name)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                store.archive("t", [plain("b", "child")])
+                if parent_session not in store_sessions(pg_target, name):
+                    code = 4
+                store.close()
+            except BaseException:
+                code = 3
+            os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert store_sessions(pg_target, name) == [parent_session]
+        store.archive("t", [plain("c", "parent after the child")])
+        assert store_sessions(pg_target, name) == [parent_session]  # the same, still alive
+        assert [r for r, _ in store.get_messages("t", ids=["a", "b", "c"])] == [1, 2, 3]
 
 
 def test_a_session_killed_mid_transaction_is_retried_once(pg_target: PgTarget) -> None:

@@ -26,6 +26,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
+from ._pool import OwnPool, PoolClosedError
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ _CONNECT_ONLY = ("autocommit", "prepare_threshold", "row_factory", "cursor_facto
 # Errors that say the connection or the server went away (or the server asks for a
 # retry), not that the statement was wrong: the call is run again on a fresh connection.
 _TRANSIENT = {"57P01", "57P02", "57P03", "40001", "40P01", "53300", "53400"}
+# Of those, the ones that leave the session alive (a serialization failure, a deadlock).
+_RETRY_SAME_SESSION = {"40001", "40P01"}
 
 
 def transient(exc: psycopg.Error) -> bool:
@@ -89,7 +92,7 @@ class Connections:
         self.connect_timeout_s = connect_timeout_s
         self.owned = not isinstance(target, ConnectionPool)
         if isinstance(target, ConnectionPool):
-            self.pool: ConnectionPool[Any] = target
+            self.pool: ConnectionPool[Any] | OwnPool = target
             conninfo = target.conninfo
             self.where = describe(conninfo) if isinstance(conninfo, str) else "PostgreSQL (pool)"
             return
@@ -105,21 +108,17 @@ class Connections:
         if "application_name" not in params:  # how the store's sessions show on the server
             kwargs["application_name"] = "context-distill"
         self.kwargs = kwargs
-        self.pool = ConnectionPool(
-            self.conninfo,
-            min_size=1,
-            max_size=pool_size,
-            kwargs=kwargs,
-            open=False,
-            name="context-distill",
-        )
+        self.pool = OwnPool(self.connect_raw, pool_size)
 
-    def open(self) -> None:
-        if self.owned:
-            self.pool.open(wait=False)
+    def keep(self, conn: Connection[tuple[Any, ...]]) -> None:
+        """Keep the connection that opened the archive for the first call."""
+        if isinstance(self.pool, OwnPool):
+            self.pool.keep(conn)
+        else:
+            conn.close()
 
     def close(self) -> None:
-        if self.owned:
+        if isinstance(self.pool, OwnPool):
             self.pool.close()
 
     def run(self, body: Body[T], *, what: str, transaction: bool = True) -> T:
@@ -137,10 +136,16 @@ class Connections:
                             return body(cur, attempt)
                     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         return body(cur, attempt)
+            except PoolClosedError as exc:
+                raise StoreError(f"{what} {self.where} failed: {exc}") from None
             except psycopg.Error as exc:
                 if not transient(exc) or time.monotonic() >= deadline:
                     raise StoreError(f"{what} {self.where} failed: {exc}") from exc
-                logger.warning("%s %s: %s; retrying (attempt %d)", what, self.where, exc, attempt)
+                if isinstance(self.pool, OwnPool) and exc.sqlstate not in _RETRY_SAME_SESSION:
+                    self.pool.discard_idle()  # a lost session: the idle ones likely are too
+                # Every attempt while a server is down would flood the log: 1st, 10th, 20th...
+                log = logger.warning if attempt == 1 or attempt % 10 == 0 else logger.debug
+                log("%s %s: %s; retrying (attempt %d)", what, self.where, exc, attempt)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except UnicodeEncodeError as exc:
@@ -148,9 +153,12 @@ class Connections:
                     f"{what} {self.where} failed: text that is not valid Unicode ({exc})"
                 ) from exc
 
+    def connect_raw(self) -> Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.conninfo, row_factory=tuple_row, **self.kwargs)
+
     def connect(self) -> Connection[tuple[Any, ...]]:
-        """One connection outside the pool (to migrate before the pool opens)."""
+        """One connection, made before any call (to open the archive)."""
         try:
-            return psycopg.connect(self.conninfo, row_factory=tuple_row, **self.kwargs)
+            return self.connect_raw()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {exc}") from exc
