@@ -13,11 +13,13 @@ in test_postgres.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
 import signal
 import sqlite3
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -45,6 +47,8 @@ def fork_writer(
         code = 0
         errors = os.open(f"{ack}.stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(errors, 2)
+        # Warnings (a retried call, a refused connection) land in the file shown on failure.
+        logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
         try:
             crash_writer(db, str(ack), seed, THREADS, TURNS, phase, crash_at)
         except BaseException:
