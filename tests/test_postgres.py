@@ -57,6 +57,15 @@ def store_sessions(target: PgTarget, name: str = "context-distill") -> list[int]
     return [row[0] for row in rows]
 
 
+def settled_sessions(target: PgTarget, name: str, count: int) -> list[int]:
+    """The sessions under ``name`` once ``count`` are left (a closed session leaves
+    pg_stat_activity a moment after its client let go), or as they are after 10 s."""
+    deadline = time.monotonic() + 10
+    while len(sessions := store_sessions(target, name)) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sessions
+
+
 def named(target: PgTarget) -> tuple[PgTarget, str]:
     """``target`` reached under an application name of its own, so that a test ends only
     its own store's sessions (other tests may be using the server at the same time)."""
@@ -225,10 +234,33 @@ def test_a_call_made_while_the_server_is_down_goes_through_once_it_is_back() -> 
             finally:
                 back.join()
             assert [r for r, _ in store.get_messages("t", ids=["a", "b"])] == [1, 2]
-            assert len(store_sessions(base, name)) == 1  # the dead session was let go
+            assert len(settled_sessions(base, name, 1)) == 1  # the dead session was let go
     finally:
         start_server()
         drop_schema(base)
+
+
+def test_threads_share_at_most_pool_size_sessions(pg_target: PgTarget) -> None:
+    target, name = named(pg_target)
+    store = target.open(pool_size=2)
+    counts: list[int] = []
+
+    def work(i: int) -> None:
+        for j in range(10):
+            store.archive(f"t{i}", [plain(f"m{i}-{j}", f"words {i} {j}")])
+            counts.append(len(store_sessions(pg_target, name)))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(5)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(counts) == 50 and 1 <= max(counts) <= 2
+    assert [store.stats(f"t{i}")["messages_archived"] for i in range(5)] == [10] * 5
+    store.close()
+    assert settled_sessions(pg_target, name, 0) == []  # closing let every session go
+    with pytest.raises(StoreError, match="closed"):
+        store.archive("t0", [plain("late", "after close")])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -252,7 +284,7 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(pg_target: PgTarget) -
                 code = 3
             os._exit(code)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-        assert store_sessions(pg_target, name) == [parent_session]
+        assert settled_sessions(pg_target, name, 1) == [parent_session]
         store.archive("t", [plain("c", "parent after the child")])
         assert store_sessions(pg_target, name) == [parent_session]  # the same, still alive
         assert [r for r, _ in store.get_messages("t", ids=["a", "b", "c"])] == [1, 2, 3]
