@@ -16,27 +16,25 @@ schedule in background threads. The server is the tests' restartable one
 from __future__ import annotations
 
 import argparse
-import subprocess
+import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pg_kit import (  # the tests' own server kit
+    drop_schema,
+    new_schema,
+    restartable_dsn,
+    start_server,
+    stop_server,
+)
+
 from context_distill.messages import digest, to_json
 from context_distill.store import MessageRecord
-
-ENSURE = Path(__file__).resolve().parent.parent / "scripts" / "ensure_postgres.sh"
-
-
-def server(action: str) -> str:
-    done = subprocess.run(
-        ["bash", str(ENSURE), action, "restart"], capture_output=True, text=True, check=True
-    )
-    lines = done.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def record(message_id: str) -> MessageRecord:
@@ -51,22 +49,22 @@ def one_outage(dsn: str, way: str, down_s: float, retry_s: float) -> tuple[float
 
     from context_distill.postgres import PostgresMemoryStore
 
-    schema = "bench_" + uuid.uuid4().hex[:12]
+    target = new_schema(dsn)
     pool: Any = None
     if way == "psycopg_pool":
         pool = ConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True})
         pool.wait()
-        store = PostgresMemoryStore(pool, schema=schema, retry_s=retry_s)
+        store = PostgresMemoryStore(pool, schema=target.schema, retry_s=retry_s)
     else:
-        store = PostgresMemoryStore(dsn, schema=schema, retry_s=retry_s)
+        store = target.open(retry_s=retry_s)
     try:
         store.archive("t", [record("before")])
-        server("stop")
+        stop_server()
         back: dict[str, float] = {}
         started = time.monotonic()
 
         def bring_back() -> None:
-            server("start")
+            start_server()
             back["at"] = time.monotonic() - started
 
         timer = threading.Timer(down_s, bring_back)
@@ -80,15 +78,11 @@ def one_outage(dsn: str, way: str, down_s: float, retry_s: float) -> tuple[float
         timer.join()
         return back["at"], returned, outcome
     finally:
-        server("start")
+        start_server()
         store.close()
         if pool is not None:
             pool.close()
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        drop_schema(target)
 
 
 def main() -> None:
@@ -96,7 +90,7 @@ def main() -> None:
     parser.add_argument("--down", default="5,12,20", help="outage lengths in seconds")
     parser.add_argument("--retry-s", type=float, default=60.0, help="the store's retry_s")
     args = parser.parse_args()
-    dsn = server("start")
+    dsn = restartable_dsn()
     print(f"retry_s {args.retry_s:g}; server {dsn.rsplit('@', 1)[-1]}")
     print(f"{'connections':<14}{'down s':>8}{'back at s':>11}{'returned s':>12}{'late s':>8}  call")
     for down in (float(d) for d in args.down.split(",")):

@@ -43,14 +43,15 @@ class PgTarget:
 
 
 def _ensure(*args: str) -> str:
-    """Run ensure_postgres.sh; its DSN (the last line), or raise with its output."""
+    """Run ensure_postgres.sh; its DSN (the last line; "stop" prints none), or raise
+    with its output."""
     done = subprocess.run(
         ["bash", str(ENSURE), *args], capture_output=True, text=True, timeout=600, check=False
     )
     lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    if done.returncode != 0 or not (lines or args[0] == "stop"):
         raise RuntimeError(f"ensure_postgres.sh {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return lines[-1]
+    return lines[-1] if lines else ""
 
 
 def unavailable(reason: str) -> None:
@@ -150,11 +151,7 @@ def crash_server() -> None:
 
 def stop_server() -> None:
     """Stop the restartable server (fast shutdown); ``start_server`` brings it back."""
-    done = subprocess.run(
-        ["bash", str(ENSURE), "stop", "restart"], capture_output=True, text=True, timeout=600
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"ensure_postgres.sh stop restart failed: {done.stderr[-2000:]}")
+    _ensure("stop", "restart")
 
 
 def start_server() -> None:

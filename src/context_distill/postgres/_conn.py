@@ -90,7 +90,6 @@ class Connections:
     ) -> None:
         self.retry_s = retry_s
         self.connect_timeout_s = connect_timeout_s
-        self.owned = not isinstance(target, ConnectionPool)
         if isinstance(target, ConnectionPool):
             self.pool: ConnectionPool[Any] | OwnPool = target
             conninfo = target.conninfo
@@ -108,14 +107,12 @@ class Connections:
         if "application_name" not in params:  # how the store's sessions show on the server
             kwargs["application_name"] = "context-distill"
         self.kwargs = kwargs
-        self.pool = OwnPool(self.connect_raw, pool_size)
+        self.pool = OwnPool(self._new_connection, pool_size)
 
-    def keep(self, conn: Connection[tuple[Any, ...]]) -> None:
-        """Keep the connection that opened the archive for the first call."""
-        if isinstance(self.pool, OwnPool):
-            self.pool.keep(conn)
-        else:
-            conn.close()
+    @property
+    def owned(self) -> bool:
+        """Whether the store runs its own connections (not a caller's pool)."""
+        return isinstance(self.pool, OwnPool)
 
     def close(self) -> None:
         if isinstance(self.pool, OwnPool):
@@ -153,12 +150,21 @@ class Connections:
                     f"{what} {self.where} failed: text that is not valid Unicode ({exc})"
                 ) from exc
 
-    def connect_raw(self) -> Connection[tuple[Any, ...]]:
+    def _new_connection(self) -> Connection[tuple[Any, ...]]:
         return psycopg.connect(self.conninfo, row_factory=tuple_row, **self.kwargs)
 
-    def connect(self) -> Connection[tuple[Any, ...]]:
-        """One connection, made before any call (to open the archive)."""
+    def open_with(self, prepare: Callable[[Cursor[tuple[Any, ...]]], None]) -> None:
+        """Run ``prepare`` on a first connection of the store's own (to open the archive),
+        then keep that connection for the first call."""
+        assert isinstance(self.pool, OwnPool)
         try:
-            return self.connect_raw()
+            conn = self._new_connection()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {exc}") from exc
+        try:
+            with conn.cursor() as cur:
+                prepare(cur)
+        except BaseException:
+            conn.close()
+            raise
+        self.pool.keep(conn)

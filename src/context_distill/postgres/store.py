@@ -68,16 +68,10 @@ class PostgresMemoryStore(PostgresWriter, PostgresReader, ThreadedAsync):
         )
         self.where = f"{self._db.where} schema {schema}"
         if self._db.owned:
-            conn = self._db.connect()
             try:
-                with conn.cursor() as cur:
-                    self._prepare(cur)
-            except BaseException as exc:
-                conn.close()
-                if isinstance(exc, psycopg.Error):
-                    raise StoreError(f"cannot open the archive in {self.where}: {exc}") from exc
-                raise
-            self._db.keep(conn)
+                self._db.open_with(self._prepare)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot open the archive in {self.where}: {exc}") from exc
         else:
             self._db.run(
                 lambda cur, _attempt: self._prepare(cur), what="opening", transaction=False
